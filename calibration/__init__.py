@@ -1,0 +1,1 @@
+"""Calibration: camera intrinsics, hand-eye, twin alignment (no rclpy here)."""

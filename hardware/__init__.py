@@ -1,0 +1,1 @@
+"""Hardware-side logic shared by the twin and real drivers: the trajectory executor (no rclpy here)."""

@@ -1,0 +1,185 @@
+"""The trajectory executor: one implementation, used by the twin and by every arm driver.
+
+It turns action chunks (joint trajectories stamped with the time of their first point) into one joint
+position setpoint per control tick. Why it is shared: sim and hardware must execute a chunk identically,
+or sim evaluation says nothing about the robot.
+
+Rules (ARCHITECTURE.md, "Control timing"):
+- points already in the past are skipped: a chunk stamped at observation time t and arriving late is
+  entered at `now`, not at its first point (latency compensation);
+- a newly accepted chunk is cross-faded in over `crossfade_s` from the trajectory that was running;
+- setpoints are clamped to joint position limits and rate-limited to joint velocity limits;
+- with no valid command newer than `command_timeout`, the executor holds the last setpoint;
+- NaN/inf, wrong joint names, non-increasing times or a chunk entirely in the past are rejected with a
+  reason and never executed.
+Time is whatever clock the caller uses (wall time on robots, sim time in the twin), in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    lower: np.ndarray  # rad (or m for prismatic joints)
+    upper: np.ndarray
+    velocity: np.ndarray  # per second; inf where unlimited
+
+    def __post_init__(self) -> None:
+        if not (len(self.lower) == len(self.upper) == len(self.velocity)):
+            raise ValueError("joint limit arrays differ in length")
+        if np.any(np.asarray(self.lower) > np.asarray(self.upper)):
+            raise ValueError("a lower joint limit exceeds its upper limit")
+
+
+@dataclass(frozen=True)
+class TrajectoryChunk:
+    """One action chunk: positions[i] is due at stamp + time_from_start[i] (seconds)."""
+
+    joint_names: tuple[str, ...]
+    stamp: float
+    time_from_start: np.ndarray  # (N,)
+    positions: np.ndarray  # (N, J)
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.stamp + self.time_from_start
+
+
+@dataclass
+class ExecutorStats:
+    accepted: int = 0
+    rejected: int = 0
+    late_points_skipped: int = 0
+    holds: int = 0
+    clamped_ticks: int = 0
+    last_rejection: str = ""
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _interpolate(chunk: TrajectoryChunk, now: float) -> np.ndarray:
+    """Piecewise-linear position at `now`; before the first point -> first point, after the last -> last."""
+    times = chunk.times
+    if now <= times[0]:
+        return chunk.positions[0].copy()
+    if now >= times[-1]:
+        return chunk.positions[-1].copy()
+    i = int(np.searchsorted(times, now, side="right")) - 1
+    alpha = (now - times[i]) / (times[i + 1] - times[i])
+    return (1.0 - alpha) * chunk.positions[i] + alpha * chunk.positions[i + 1]
+
+
+class TrajectoryExecutor:
+    """Interpolates the active chunk at the control rate; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        joint_names: list[str] | tuple[str, ...],
+        limits: JointLimits,
+        command_timeout: float = 0.5,
+        crossfade_s: float = 0.1,
+    ) -> None:
+        self.joint_names = tuple(joint_names)
+        if len(self.joint_names) != len(limits.lower):
+            raise ValueError("joint_names and limits differ in length")
+        self.limits = limits
+        self.command_timeout = float(command_timeout)
+        self.crossfade_s = float(crossfade_s)
+        self.stats = ExecutorStats()
+        self._active: TrajectoryChunk | None = None
+        self._previous: TrajectoryChunk | None = None
+        self._fade_start = -np.inf
+        self._fade_from: np.ndarray | None = None
+        self._last_valid = -np.inf
+        self._setpoint: np.ndarray | None = None
+        self._last_tick: float | None = None
+        self._holding = True
+
+    # -- state -------------------------------------------------------------------------------------
+    def reset(self, position: np.ndarray) -> None:
+        """Forget all commands and hold `position` (e.g. the measured joint positions at start-up)."""
+        self._active = self._previous = None
+        self._setpoint = np.clip(np.asarray(position, float), self.limits.lower, self.limits.upper)
+        self._last_valid = -np.inf
+        self._last_tick = None
+        self._holding = True
+
+    @property
+    def holding(self) -> bool:
+        return self._holding
+
+    @property
+    def setpoint(self) -> np.ndarray | None:
+        return None if self._setpoint is None else self._setpoint.copy()
+
+    # -- commands ----------------------------------------------------------------------------------
+    def _reject(self, reason: str) -> tuple[bool, str]:
+        self.stats.rejected += 1
+        self.stats.last_rejection = reason
+        key = reason.split(":", 1)[0]
+        self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+        return False, reason
+
+    def submit(self, chunk: TrajectoryChunk, now: float) -> tuple[bool, str]:
+        """Validate and activate a chunk. Returns (accepted, reason); rejected chunks change nothing."""
+        names = tuple(chunk.joint_names)
+        if set(names) != set(self.joint_names) or len(names) != len(self.joint_names):
+            missing = sorted(set(self.joint_names) - set(names))
+            extra = sorted(set(names) - set(self.joint_names))
+            return self._reject(f"joint names: missing {missing}, unknown {extra}")
+        positions = np.asarray(chunk.positions, dtype=float)
+        tfs = np.asarray(chunk.time_from_start, dtype=float)
+        if positions.ndim != 2 or positions.shape[0] == 0 or positions.shape != (len(tfs), len(names)):
+            return self._reject(f"shape: positions {positions.shape} vs {len(tfs)} points x {len(names)} joints")
+        if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(tfs)) and np.isfinite(chunk.stamp)):
+            return self._reject("non-finite: NaN or inf in the trajectory")
+        if np.any(tfs < 0) or np.any(np.diff(tfs) <= 0):
+            return self._reject("time_from_start: must be >= 0 and strictly increasing")
+        if chunk.stamp + tfs[-1] < now and len(tfs) > 1:
+            return self._reject(f"late: last point {now - chunk.stamp - tfs[-1]:.3f} s in the past")
+        order = [names.index(n) for n in self.joint_names]
+        ordered = TrajectoryChunk(self.joint_names, float(chunk.stamp), tfs, positions[:, order])
+        self.stats.late_points_skipped += int(np.sum(ordered.times < now))
+        self._previous = self._active if not self._holding else None
+        self._active = ordered
+        self._fade_start = now
+        self._fade_from = self._setpoint.copy() if self._setpoint is not None else None
+        self._last_valid = now
+        self._holding = False
+        self.stats.accepted += 1
+        return True, "accepted"
+
+    # -- control tick ------------------------------------------------------------------------------
+    def step(self, now: float) -> np.ndarray:
+        """The joint position setpoint for this control tick."""
+        if self._setpoint is None:
+            raise RuntimeError("TrajectoryExecutor.reset(position) must be called before step()")
+        dt = 0.0 if self._last_tick is None else max(0.0, now - self._last_tick)
+        self._last_tick = now
+        if self._active is None or now - self._last_valid > self.command_timeout:
+            if not self._holding:
+                self.stats.holds += 1
+                self._holding = True
+                self._active = self._previous = None
+            return self._setpoint.copy()
+
+        target = _interpolate(self._active, now)
+        fade = (now - self._fade_start) / self.crossfade_s if self.crossfade_s > 0 else 1.0
+        if fade < 1.0:
+            if self._previous is not None:
+                start = _interpolate(self._previous, now)
+            else:
+                start = self._fade_from if self._fade_from is not None else self._setpoint
+            target = (1.0 - fade) * start + fade * target
+
+        clamped = np.clip(target, self.limits.lower, self.limits.upper)
+        velocity = np.asarray(self.limits.velocity, dtype=float)
+        max_step = np.where(np.isinf(velocity), np.inf, velocity * dt)
+        clamped = np.clip(clamped, self._setpoint - max_step, self._setpoint + max_step)
+        if not np.allclose(clamped, target):
+            self.stats.clamped_ticks += 1
+        self._setpoint = clamped
+        return clamped.copy()

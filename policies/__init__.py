@@ -1,0 +1,1 @@
+"""Policy library: the policy interface, registry and policies (no rclpy here)."""

@@ -1,0 +1,1 @@
+"""twinloop_ros: thin rclpy nodes over the twinloop library."""

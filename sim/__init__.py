@@ -1,0 +1,1 @@
+"""MuJoCo digital twin: scenes, robots, tasks, kinematics and rendering (no rclpy here)."""
