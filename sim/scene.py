@@ -53,10 +53,8 @@ def build_spec(robot: RobotSpec, cameras: tuple[CameraConfig, ...]) -> mujoco.Mj
     spec.visual.headlight.diffuse = [0.5, 0.5, 0.5]
 
     world = spec.worldbody
-    grey = spec.add_material(name="table", rgba=[0.55, 0.55, 0.52, 1.0])
-    world.add_geom(
-        name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.0, 1.0, 0.01], material="table"
-    )
+    spec.add_material(name="table", rgba=[0.55, 0.55, 0.52, 1.0])
+    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.0, 1.0, 0.01], material="table")
     world.add_light(name="top", pos=[0.2, 0.0, 1.5], dir=[0.0, 0.0, -1.0], castshadow=False)
     for cam in cameras:
         world.add_camera(name=cam.name, pos=list(cam.pos), quat=list(cam.quat()), fovy=cam.fovy)

@@ -29,7 +29,11 @@ class ReachCube:
         body = spec.worldbody.add_body(name="cube", pos=[0.2, 0.0, CUBE_HALF])
         body.add_freejoint(name="cube")
         body.add_geom(
-            name="cube", type=mujoco.mjtGeom.mjGEOM_BOX, size=[CUBE_HALF] * 3, rgba=[0.85, 0.1, 0.1, 1], mass=0.05
+            name="cube",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[CUBE_HALF] * 3,
+            rgba=[0.85, 0.1, 0.1, 1],
+            mass=0.05,
         )
 
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:

@@ -122,7 +122,9 @@ class Twin:
         cam = self.camera(name)
         fovy = self.model.cam_fovy[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, name)]
         focal = 0.5 * cam.height / np.tan(np.deg2rad(fovy) / 2.0)
-        return np.array([[focal, 0.0, (cam.width - 1) / 2.0], [0.0, focal, (cam.height - 1) / 2.0], [0.0, 0.0, 1.0]])
+        return np.array(
+            [[focal, 0.0, (cam.width - 1) / 2.0], [0.0, focal, (cam.height - 1) / 2.0], [0.0, 0.0, 1.0]]
+        )
 
     def close(self) -> None:
         for renderer in self._renderers.values():

@@ -16,6 +16,7 @@ from builtin_interfaces.msg import Duration, Time
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
 from twinloop.hardware.executor import TrajectoryChunk
 from twinloop_ros import conversions as cv
 from twinloop_ros import qos

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from twinloop.hardware.executor import JointLimits, TrajectoryChunk, TrajectoryExecutor
 
 RATE = 100  # Hz

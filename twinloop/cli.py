@@ -16,7 +16,10 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     overrides = dict(_parse_override(o) for o in args.set or [])
     if overrides:
         spec = _apply_overrides(spec, overrides)
-    print(f"[twinloop] graph '{spec.name}' from {spec.path}: {', '.join(n.name for n in spec.nodes)}", flush=True)
+    print(
+        f"[twinloop] graph '{spec.name}' from {spec.path}: {', '.join(n.name for n in spec.nodes)}",
+        flush=True,
+    )
     return run_graph(spec, timeout=args.timeout)
 
 
@@ -36,7 +39,9 @@ def _apply_overrides(spec, overrides: dict[str, str]):
     names = {n.name for n in spec.nodes}
     for key in overrides:
         if key.split(".", 1)[0] not in names:
-            raise SpecError(f"--set {key}: no node '{key.split('.', 1)[0]}' in graph (nodes: {sorted(names)})")
+            raise SpecError(
+                f"--set {key}: no node '{key.split('.', 1)[0]}' in graph (nodes: {sorted(names)})"
+            )
     for node in spec.nodes:
         params = dict(node.parameters)
         for key, value in overrides.items():

@@ -135,7 +135,9 @@ class GraphRunner:
         self.stop()
 
 
-def run_graph(spec: GraphSpec, timeout: float | None = None, on_start: Callable[[], None] | None = None) -> int:
+def run_graph(
+    spec: GraphSpec, timeout: float | None = None, on_start: Callable[[], None] | None = None
+) -> int:
     """Run a graph in the foreground until a required node exits, Ctrl-C, SIGTERM or timeout."""
     runner = GraphRunner(spec)
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

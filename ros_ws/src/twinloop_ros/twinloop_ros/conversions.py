@@ -31,6 +31,7 @@ from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
 from twinloop.hardware.executor import TrajectoryChunk
 
 __all__ = [
