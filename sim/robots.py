@@ -37,8 +37,8 @@ def _so101() -> RobotSpec:
         arm_joints=joints[:5],
         gripper_joint="gripper",
         ee_site="gripperframe",
-        # "new calibration": zero is mid-range; this pose folds the arm up, clear of the table.
-        home=(0.0, -1.2, 1.2, 0.9, 0.0, 0.3),
+        # "new calibration": zero is mid-range; this pose holds the tool ~19 cm above the table.
+        home=(0.0, -1.0, 0.5, 1.0, 0.0, 0.3),
         # STS3215 no-load speed ~0.222 s/60deg at 7.4 V (Feetech datasheet) = 4.7 rad/s; keep a margin.
         max_velocity=3.0,
     )

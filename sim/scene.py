@@ -35,6 +35,10 @@ class CameraConfig:
         y = np.cross(x, forward)
         return np.column_stack([x, y, -forward])
 
+    def opencv_rotation(self) -> np.ndarray:
+        """World-from-camera rotation in the OpenCV/ROS optical convention (z forward, y down)."""
+        return self.rotation() @ np.diag([1.0, -1.0, -1.0])
+
     def quat(self) -> np.ndarray:
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, self.rotation().flatten())

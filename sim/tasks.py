@@ -21,7 +21,7 @@ class ReachCube:
     name: str = "reach_cube"
     instruction: str = "reach the red cube"
     hover: float = 0.04  # m above the cube centre where the tool point should be
-    tolerance: float = 0.025  # m
+    tolerance: float = 0.02  # m
     x_range: tuple[float, float] = (0.16, 0.26)
     y_range: tuple[float, float] = (-0.10, 0.10)
 

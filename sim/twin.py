@@ -7,18 +7,15 @@ chunks identically.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco creates a GL context
+import mujoco
+import numpy as np
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-
-from twinloop.hardware.executor import JointLimits  # noqa: E402
-from twinloop.sim.robots import RobotSpec, get_robot, home_array  # noqa: E402
-from twinloop.sim.scene import CameraConfig, build_spec, disable_shadows  # noqa: E402
-from twinloop.sim.tasks import get_task  # noqa: E402
+from twinloop.hardware.executor import JointLimits
+from twinloop.sim.robots import RobotSpec, get_robot, home_array
+from twinloop.sim.scene import CameraConfig, build_spec, disable_shadows
+from twinloop.sim.tasks import get_task
 
 
 @dataclass(frozen=True)

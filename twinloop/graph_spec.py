@@ -84,6 +84,7 @@ def ros_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(dds_profile_path()))
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("MUJOCO_GL", "egl")  # headless rendering in the twin
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -1,0 +1,133 @@
+"""Evaluator node: resets the twin with a seed per episode, waits for `sim/success` or the time limit,
+and reports the success rate with a 95% Wilson interval (stdout line + summary.json). Exits when done,
+so a graph that marks it required stops with it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import rclpy
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+
+from twinloop.sim.evaluation import EpisodeRecord, result_line, summarize, write_summary
+from twinloop_ros import qos
+from twinloop_ros.node_main import run_with_loop
+
+# Success messages published before the reset took effect may still be in flight; ignore any that
+# arrive within this much graph time after the reset answered.
+_SUCCESS_GRACE_S = 0.1
+
+
+class Evaluator(Node):
+    def __init__(self) -> None:
+        super().__init__("evaluator")
+        p = self.declare_parameter
+        self.episodes = int(p("episodes", 10).value)
+        self.seed = int(p("seed", 0).value)
+        self.time_limit = float(p("episode_time_limit", 8.0).value)
+        self.twin_node = p("twin_node", "twin").value
+        self.service_timeout = float(p("service_timeout", 60.0).value)
+        out = p("output_dir", "").value or f"outputs/eval/{datetime.now():%Y%m%d-%H%M%S}"
+        self.output_dir = Path(out)
+        self.labels = {
+            "task": p("task", "reach_cube").value,
+            "robot": p("robot", "so101").value,
+            "policy": p("policy", "scripted_reach").value,
+        }
+        self._success_at: float | None = None
+        self._lock = threading.Lock()
+        self.create_subscription(Bool, "sim/success", self._on_success, qos.EVENTS)
+        self.reset_sim = self.create_client(Trigger, "sim/reset")
+        self.reset_policy = self.create_client(Trigger, "policy/reset")
+        ns = self.get_namespace().rstrip("/")
+        self.twin_params = AsyncParameterClient(self, f"{ns}/{self.twin_node}")
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_success(self, msg: Bool) -> None:
+        if msg.data:
+            with self._lock:
+                if self._success_at is None:
+                    self._success_at = self.now()
+
+    def _call(self, client, request, what: str, timeout: float = 30.0):
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline or not rclpy.ok():
+                raise RuntimeError(f"{what}: no answer within {timeout:.0f} s")
+            time.sleep(0.005)
+        return future.result()
+
+    def run(self) -> int:
+        log = self.get_logger()
+        for client, what in ((self.reset_sim, "sim/reset"), (self.reset_policy, "policy/reset")):
+            if not client.wait_for_service(timeout_sec=self.service_timeout):
+                log.error(
+                    f"service {what} not available after {self.service_timeout:.0f} s; is the graph up?"
+                )
+                return 1
+        if not self.twin_params.wait_for_services(timeout_sec=self.service_timeout):
+            log.error(f"parameter services of node '{self.twin_node}' not available")
+            return 1
+        records: list[EpisodeRecord] = []
+        try:
+            for index in range(self.episodes):
+                records.append(self._episode(index, self.seed + index))
+                r = records[-1]
+                log.info(
+                    f"episode {index + 1}/{self.episodes} seed={r.seed}: "
+                    f"{'success' if r.success else 'failure'} after {r.duration_s:.2f} s"
+                )
+        except RuntimeError as exc:
+            log.error(str(exc))
+            return 1
+        summary = summarize(records, **self.labels, seed=self.seed, time_limit_s=self.time_limit)
+        path = write_summary(summary, self.output_dir)
+        print(result_line(summary), flush=True)
+        print(f"outputs: {path}", flush=True)
+        return 0
+
+    def _episode(self, index: int, seed: int) -> EpisodeRecord:
+        future = self.twin_params.set_parameters([Parameter("seed", value=seed)])
+        deadline = time.monotonic() + 30.0
+        while not future.done():
+            if time.monotonic() > deadline or not rclpy.ok():
+                raise RuntimeError(f"setting {self.twin_node}.seed timed out")
+            time.sleep(0.005)
+        result = self._call(self.reset_sim, Trigger.Request(), "sim/reset")
+        if not result.success:
+            raise RuntimeError(f"sim/reset failed: {result.message}")
+        self._call(self.reset_policy, Trigger.Request(), "policy/reset")
+        t0 = float(result.message.split("t0=")[1].split()[0])
+        with self._lock:
+            self._success_at = None
+        while rclpy.ok():
+            now = self.now()
+            with self._lock:
+                success_at = self._success_at
+                if success_at is not None and success_at < t0 + _SUCCESS_GRACE_S:
+                    self._success_at = success_at = None
+            if success_at is not None:
+                return EpisodeRecord(index, seed, True, success_at - t0)
+            if now - t0 >= self.time_limit:
+                return EpisodeRecord(index, seed, False, self.time_limit)
+            time.sleep(0.002)
+        raise RuntimeError("shut down during an episode")
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_with_loop(Evaluator, lambda node: node.run(), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Process entry helpers shared by every node: init, spin, and a clean shutdown on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+
+def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Run a callback-driven node until shutdown. Returns the process exit status."""
+    rclpy.init(args=sys.argv if args is None else args)
+    node = make_node()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        close = getattr(node, "close", None)
+        if close is not None:
+            close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def run_with_loop(
+    make_node: Callable[[], Node], loop: Callable[[Node], int], args: list[str] | None = None
+) -> int:
+    """Spin callbacks in a background thread while `loop(node)` runs in the main thread.
+
+    For nodes whose main work is a loop of their own (the twin's physics, the evaluator's episodes).
+    """
+    rclpy.init(args=sys.argv if args is None else args)
+    node = make_node()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    spinner = threading.Thread(target=_spin_quietly, args=(executor,), daemon=True)
+    spinner.start()
+    code = 0
+    try:
+        code = loop(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        code = 0
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+def _spin_quietly(executor: MultiThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass

@@ -1,0 +1,226 @@
+"""Twin node: the MuJoCo twin on the same topics as the hardware drivers.
+
+Publishes `joint_states`, `<camera>/image_raw`, `<camera>/camera_info`, `sim/success` (and `/clock` in
+lockstep mode); executes `arm_controller/joint_trajectory` through the shared TrajectoryExecutor; serves
+`sim/reset` (seed from the `seed` parameter).
+
+Two clocks:
+- realtime: sim time is pinned to wall time; stamps are wall time (like a real robot);
+- lockstep: the twin publishes `/clock` and, at every camera frame, waits until a command stamped at or
+  after that frame has arrived (or `lockstep_timeout` wall seconds pass). Evaluation is then
+  deterministic and independent of machine speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from twinloop.hardware.executor import TrajectoryExecutor
+from twinloop.sim.scene import CameraConfig
+from twinloop.sim.twin import Twin, TwinConfig
+from twinloop_ros import qos
+from twinloop_ros.conversions import (
+    camera_info_from_intrinsics,
+    numpy_to_image,
+    numpy_to_joint_state,
+    seconds_to_stamp,
+    trajectory_to_chunk,
+)
+from twinloop_ros.node_main import run_with_loop
+
+# Stamps travel as integer nanoseconds while sim time accumulates float steps: compare with a tolerance.
+_STAMP_TOLERANCE = 1e-6
+
+
+class TwinNode(Node):
+    def __init__(self) -> None:
+        super().__init__("twin")
+        p = self.declare_parameter
+        self.mode = p("mode", "lockstep").value
+        if self.mode not in ("lockstep", "realtime"):
+            raise ValueError(f"parameter mode must be 'lockstep' or 'realtime', got '{self.mode}'")
+        p("seed", 0)
+        camera = CameraConfig(
+            name=p("camera_name", "front").value,
+            width=p("camera_width", 320).value,
+            height=p("camera_height", 240).value,
+            fovy=p("camera_fovy", 45.0).value,
+            pos=tuple(p("camera_pos", [0.55, 0.0, 0.45]).value),
+            target=tuple(p("camera_target", [0.2, 0.0, 0.0]).value),
+        )
+        self.camera_rate = float(p("camera_rate", 10.0).value)
+        self.lockstep_timeout = float(p("lockstep_timeout", 2.0).value)
+        self.success_rate = float(p("success_rate", 10.0).value)
+        self.twin = Twin(
+            TwinConfig(
+                robot=p("robot", "so101").value,
+                task=p("task", "reach_cube").value,
+                cameras=(camera,),
+                control_rate=float(p("control_rate", 100.0).value),
+            )
+        )
+        self.camera = camera
+        self.executor_ = TrajectoryExecutor(
+            self.twin.joint_names, self.twin.limits, command_timeout=float(p("command_timeout", 0.5).value)
+        )
+        self.executor_.reset(self.twin.joint_state()[0])
+
+        self._lock = threading.Lock()
+        self._command_arrived = threading.Condition(self._lock)
+        self._latest_command_stamp = -np.inf
+        self._episode_start = 0.0
+        self._clock_offset = time.time() - self.twin.time if self.mode == "realtime" else 0.0
+
+        self.pub_joints = self.create_publisher(JointState, "joint_states", qos.JOINT_STATES)
+        self.pub_image = self.create_publisher(Image, f"{camera.name}/image_raw", qos.SENSOR_DATA)
+        self.pub_info = self.create_publisher(CameraInfo, f"{camera.name}/camera_info", qos.LATCHED)
+        self.pub_success = self.create_publisher(Bool, "sim/success", qos.EVENTS)
+        self.pub_clock = (
+            self.create_publisher(Clock, "/clock", qos.CLOCK) if self.mode == "lockstep" else None
+        )
+        self.create_subscription(
+            JointTrajectory, "arm_controller/joint_trajectory", self._on_command, qos.COMMANDS
+        )
+        self.create_service(Trigger, "sim/reset", self._on_reset)
+        self._camera_info_K = self.twin.intrinsics(camera.name)
+        self.get_logger().info(
+            f"twin ready: robot={self.twin.robot.name} task={self.twin.task.name} mode={self.mode} "
+            f"camera={camera.name} {camera.width}x{camera.height}@{self.camera_rate:g}Hz "
+            f"control={1.0 / self.twin.control_period:g}Hz"
+        )
+
+    # -- time --------------------------------------------------------------------------------------
+    def now(self) -> float:
+        """The graph's time: sim time in lockstep, wall time (sim pinned to it) in realtime mode."""
+        return self.twin.time + self._clock_offset
+
+    # -- callbacks ---------------------------------------------------------------------------------
+    def _on_command(self, msg: JointTrajectory) -> None:
+        try:
+            chunk = trajectory_to_chunk(msg)
+        except ValueError as exc:
+            self.executor_.stats.rejected += 1
+            self.get_logger().error(f"rejected trajectory: {exc}")
+            return
+        with self._lock:
+            if chunk.stamp < self._episode_start:
+                return  # computed for a previous episode
+            accepted, reason = self.executor_.submit(chunk, self.now())
+            if not accepted:
+                self.get_logger().error(f"rejected trajectory: {reason}")
+            self._latest_command_stamp = max(self._latest_command_stamp, chunk.stamp)
+            self._command_arrived.notify_all()
+
+    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        seed = int(self.get_parameter("seed").value)
+        with self._lock:
+            self.twin.reset(seed)
+            self.executor_.reset(self.twin.joint_state()[0])
+            self._episode_start = self.now()
+            self._command_arrived.notify_all()
+        self.pub_success.publish(Bool(data=False))
+        response.success = True
+        response.message = (
+            f"seed={seed} t0={self._episode_start:.6f} instruction={self.twin.task.instruction}"
+        )
+        self.get_logger().info(f"reset: {response.message}")
+        return response
+
+    # -- publishing --------------------------------------------------------------------------------
+    def _publish_joint_state(self, stamp: float) -> None:
+        pos, vel, effort = self.twin.joint_state()
+        self.pub_joints.publish(numpy_to_joint_state(self.twin.joint_names, pos, vel, effort, stamp=stamp))
+
+    def _publish_camera(self, stamp: float) -> None:
+        frame_id = f"{self.camera.name}_optical_frame"
+        image = self.twin.render(self.camera.name)
+        # camera_info first, so a consumer that sees the image already has the matching intrinsics
+        self.pub_info.publish(
+            camera_info_from_intrinsics(
+                self.camera.width, self.camera.height, self._camera_info_K, stamp=stamp, frame_id=frame_id
+            )
+        )
+        self.pub_image.publish(numpy_to_image(image, "rgb8", stamp=stamp, frame_id=frame_id))
+
+    def _publish_clock(self) -> None:
+        if self.pub_clock is not None:
+            self.pub_clock.publish(Clock(clock=seconds_to_stamp(self.now())))
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def _wait_for_peers(self, timeout: float = 30.0) -> None:
+        """Lockstep: do not start the clock before a commander and an image consumer are connected."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (
+                self.pub_image.get_subscription_count() > 0
+                and self.count_publishers(self.resolve_topic_name("arm_controller/joint_trajectory")) > 0
+            ):
+                time.sleep(0.5)  # let the remaining endpoints of the graph match too
+                return
+            time.sleep(0.05)
+        self.get_logger().warning(
+            f"lockstep: no commander/camera consumer after {timeout:.0f} s; starting anyway"
+        )
+
+    def run(self) -> int:
+        import rclpy
+
+        if self.mode == "lockstep":
+            self._wait_for_peers()
+        camera_period = 1.0 / self.camera_rate
+        success_period = 1.0 / self.success_rate
+        next_camera = next_success = self.now()
+        eps = 1e-9
+        waited_out = 0
+        while rclpy.ok():
+            with self._lock:
+                now = self.now()
+                self._publish_clock()
+                self._publish_joint_state(now)
+                camera_due = now + eps >= next_camera
+                if camera_due:
+                    self._publish_camera(now)
+                    next_camera = max(next_camera + camera_period, now)
+                if now + eps >= next_success:
+                    self.pub_success.publish(Bool(data=self.twin.success()))
+                    next_success = now + success_period
+                if camera_due and self.mode == "lockstep":
+                    deadline = time.monotonic() + self.lockstep_timeout
+                    episode = self._episode_start
+                    while (
+                        self._latest_command_stamp < now - _STAMP_TOLERANCE
+                        and episode == self._episode_start
+                        and time.monotonic() < deadline
+                        and rclpy.ok()
+                    ):
+                        self._command_arrived.wait(timeout=0.05)
+                    if self._latest_command_stamp < now - _STAMP_TOLERANCE and episode == self._episode_start:
+                        waited_out += 1
+                        if waited_out in (1, 10, 100) or waited_out % 1000 == 0:
+                            self.get_logger().warning(
+                                f"lockstep: no command for t={now:.3f} within {self.lockstep_timeout} s "
+                                f"({waited_out} times); stepping on (the executor holds)"
+                            )
+                self.twin.step(self.executor_.step(self.now()))
+            if self.mode == "realtime":
+                delay = self.now() - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+        return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_with_loop(TwinNode, lambda node: node.run(), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

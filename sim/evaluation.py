@@ -1,0 +1,66 @@
+"""Evaluation bookkeeping: episode records, success statistics with Wilson intervals, summary files.
+
+Why Wilson: with the few dozen episodes a CI run affords, the normal approximation gives intervals that
+leave [0, 1] and are far too narrow near 0% or 100%.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    index: int
+    seed: int
+    success: bool
+    duration_s: float  # sim seconds until success, or the time limit
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes={successes} outside [0, {n}]")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(episodes: list[EpisodeRecord], **context: object) -> dict:
+    n = len(episodes)
+    k = sum(e.success for e in episodes)
+    low, high = wilson_interval(k, n)
+    return {
+        **context,
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else 0.0,
+        "ci95": [low, high],
+        "mean_episode_s": sum(e.duration_s for e in episodes) / n if n else 0.0,
+        "per_episode": [asdict(e) for e in episodes],
+    }
+
+
+def result_line(summary: dict) -> str:
+    low, high = summary["ci95"]
+    return (
+        f"RESULT task={summary.get('task')} robot={summary.get('robot')} policy={summary.get('policy')}: "
+        f"success {summary['successes']}/{summary['episodes']} = {summary['success_rate']:.0%} "
+        f"(95% CI {low:.0%}-{high:.0%}), mean episode {summary['mean_episode_s']:.2f} s"
+    )
+
+
+def write_summary(summary: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
