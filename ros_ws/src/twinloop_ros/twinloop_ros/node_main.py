@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable
@@ -17,10 +18,8 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> i
     node = make_node()
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
-    try:
+    with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
         close = getattr(node, "close", None)
         if close is not None:
@@ -57,7 +56,5 @@ def run_with_loop(
 
 
 def _spin_quietly(executor: MultiThreadedExecutor) -> None:
-    try:
+    with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass

@@ -8,6 +8,7 @@ with its observation time, so the executor skips what is already late.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -74,7 +75,6 @@ class PolicyServer(Node):
         )
         self.create_service(Trigger, "policy/reset", self._on_reset)
         self._closing = threading.Event()
-        self._closing = threading.Event()
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -108,10 +108,9 @@ class PolicyServer(Node):
             self.get_logger().error(f"ignored image: {exc}")
             return
         self._next_due = stamp + 1.0 / self.rate
-        try:  # keep only the newest request: a slow policy skips frames rather than lagging behind
+        # keep only the newest request: a slow policy skips frames rather than lagging behind
+        with contextlib.suppress(queue.Empty):
             self._requests.get_nowait()
-        except queue.Empty:
-            pass
         self._requests.put_nowait((stamp, image))
 
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -146,10 +145,11 @@ class PolicyServer(Node):
                 self.stale_refusals += 1
                 why = "no joint state" if state is None else "no camera_info" if self._K is None else "stale"
                 self._publish_diagnostics(DiagnosticStatus.WARN, f"refused observation: {why}", age=age)
-                self.get_logger().warning(
-                    f"refused observation at t={stamp:.3f}: {why} (age {age * 1e3:.0f} ms)",
-                    throttle_duration_sec=1.0,
-                )
+                if self.stale_refusals in (1, 10, 100) or self.stale_refusals % 1000 == 0:
+                    self.get_logger().warning(
+                        f"refused observation at t={stamp:.3f}: {why} (age {age * 1e3:.0f} ms; "
+                        f"{self.stale_refusals} refusals so far)"
+                    )
                 continue
             obs = Observation(
                 stamp=stamp,
@@ -173,11 +173,6 @@ class PolicyServer(Node):
             self.pub_chunk.publish(chunk_to_trajectory(chunk))
             self.chunks += 1
             self._publish_diagnostics(DiagnosticStatus.OK, "ok", age=age)
-
-    def close(self) -> None:
-        """Stop the inference thread before the node is destroyed."""
-        self._closing.set()
-        self._worker.join(timeout=5.0)
 
     def close(self) -> None:
         """Stop the inference thread before the node is destroyed."""
