@@ -12,21 +12,26 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 
+def _shutdown(node: Node, executor: MultiThreadedExecutor) -> None:
+    close = getattr(node, "close", None)  # nodes with worker threads stop them before destruction
+    if close is not None:
+        close()
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
 def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
     """Run a callback-driven node until shutdown. Returns the process exit status."""
     rclpy.init(args=sys.argv if args is None else args)
     node = make_node()
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
-    with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
-        executor.spin()
+    try:
+        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+            executor.spin()
     finally:
-        close = getattr(node, "close", None)
-        if close is not None:
-            close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        _shutdown(node, executor)
     return 0
 
 
@@ -49,9 +54,7 @@ def run_with_loop(
     except (KeyboardInterrupt, ExternalShutdownException):
         code = 0
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        _shutdown(node, executor)
     return code
 
 
