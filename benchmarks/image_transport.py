@@ -230,7 +230,8 @@ def run_case(config: CaseConfig) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 _stop(proc, group=True)
                 raise BenchError(
-                    f"{config.name}: no result within {config.timeout:.0f} s; last output:\n{_tail(err_path)}"
+                    f"{config.name}: no result within {config.timeout:.0f} s; last output:\n"
+                    + (_tail(err_path) or "(none)")
                 ) from None
             except BaseException:
                 _stop(proc, group=True)

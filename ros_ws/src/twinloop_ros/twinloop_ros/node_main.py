@@ -8,24 +8,41 @@ import threading
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
-def _shutdown(node: Node, executor: MultiThreadedExecutor) -> None:
+def _shutdown(node: Node, executor: SingleThreadedExecutor, spinner: threading.Thread | None = None) -> None:
     close = getattr(node, "close", None)  # nodes with worker threads stop them before destruction
     if close is not None:
         close()
-    executor.shutdown()
+    executor.shutdown(timeout_sec=5.0)
+    if spinner is not None:
+        spinner.join(timeout=5.0)  # a spin thread still inside rcl at exit aborts the process
     node.destroy_node()
     rclpy.try_shutdown()
+
+
+def _construct(make_node: Callable[[], Node]) -> Node | int:
+    """Build the node; bad configuration ends the process with a one-line error, not a traceback."""
+    try:
+        return make_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        rclpy.try_shutdown()
+        return 0
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 2
 
 
 def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
     """Run a callback-driven node until shutdown. Returns the process exit status."""
     rclpy.init(args=sys.argv if args is None else args)
-    node = make_node()
-    executor = MultiThreadedExecutor(num_threads=2)
+    node = _construct(make_node)
+    if isinstance(node, int):
+        return node
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
@@ -43,8 +60,10 @@ def run_with_loop(
     For nodes whose main work is a loop of their own (the twin's physics, the evaluator's episodes).
     """
     rclpy.init(args=sys.argv if args is None else args)
-    node = make_node()
-    executor = MultiThreadedExecutor(num_threads=2)
+    node = _construct(make_node)
+    if isinstance(node, int):
+        return node
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=_spin_quietly, args=(executor,), daemon=True)
     spinner.start()
@@ -54,10 +73,10 @@ def run_with_loop(
     except (KeyboardInterrupt, ExternalShutdownException):
         code = 0
     finally:
-        _shutdown(node, executor)
+        _shutdown(node, executor, spinner)
     return code
 
 
-def _spin_quietly(executor: MultiThreadedExecutor) -> None:
+def _spin_quietly(executor: SingleThreadedExecutor) -> None:
     with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
         executor.spin()

@@ -170,6 +170,8 @@ class PolicyServer(Node):
             self._latencies.append(latency)
             cfg = self.policy.config
             chunk = TrajectoryChunk(cfg.joint_names, stamp, np.arange(len(actions)) * cfg.dt, actions)
+            if not self.context.ok():
+                return  # shutting down
             self.pub_chunk.publish(chunk_to_trajectory(chunk))
             self.chunks += 1
             self._publish_diagnostics(DiagnosticStatus.OK, "ok", age=age)

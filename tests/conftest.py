@@ -1,0 +1,168 @@
+"""Test harness: run a graph spec as real processes in an isolated network namespace.
+
+Each graph gets its own `unshare -n` network namespace with only loopback up, plus a unique
+ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, so no DDS traffic leaves the machine and
+parallel graphs never meet. Test-side probes (tests/support/ros_probe.py) run inside the same namespace
+through `nsenter`. Where namespaces are impossible (not root), graphs fall back to the localhost
+discovery range and a unique domain id. Everything is torn down at the end of the test, pass or fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PROBE = Path(__file__).resolve().parent / "support" / "ros_probe.py"
+
+
+def _netns_available() -> bool:
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return False
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True)
+    return probe.returncode == 0
+
+
+NETNS = _netns_available()
+
+
+class RunningGraph:
+    """One `twinloop launch` process tree, optionally inside its own network namespace."""
+
+    def __init__(self, spec: str | Path, overrides: list[str], log_dir: Path, timeout: float | None) -> None:
+        self.domain_id = random.Random(os.getpid() * 1000 + time.time_ns()).randrange(1, 200)
+        self.env = dict(os.environ)
+        self.env.update(
+            ROS_DOMAIN_ID=str(self.domain_id),
+            ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+            ROS_LOG_DIR=str(log_dir / "ros_logs"),
+            MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
+            HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+        )
+        cmd = [sys.executable, "-m", "twinloop.cli", "launch", str(spec)]
+        for item in overrides:
+            cmd += ["--set", item]
+        if timeout is not None:
+            cmd += ["--timeout", str(timeout)]
+        if NETNS:
+            quoted = " ".join(_shell_quote(c) for c in cmd)
+            cmd = ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {quoted}"]
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in iter(self.process.stdout.readline, ""):
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def run(self, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run a command inside the graph's network namespace with the graph's ROS environment."""
+        if NETNS:
+            argv = ["nsenter", f"--net=/proc/{self.process.pid}/ns/net", "--", *argv]
+        return subprocess.run(
+            argv, env=self.env, capture_output=True, text=True, timeout=timeout + 30, cwd=REPO
+        )
+
+    def probe(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        return self.run([sys.executable, str(PROBE), *args, "--timeout", str(timeout)], timeout=timeout)
+
+    def wait_for_topics(self, *topics: str, timeout: float = 90.0) -> None:
+        result = self.probe("wait", *topics, timeout=timeout)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"topics not up: {result.stdout} {result.stderr}\n--- graph log ---\n{self.log}"
+            )
+
+    def echo(self, topic: str, msg_type: str, count: int = 1, timeout: float = 60.0) -> list[dict]:
+        result = self.probe("echo", topic, msg_type, "--count", str(count), timeout=timeout)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"no {topic}: {result.stdout} {result.stderr}\n--- graph log ---\n{self.log}"
+            )
+        return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"graph still running after {timeout} s\n--- graph log ---\n{self.log}"
+            ) from None
+        self._reader.join(timeout=5)
+        return code
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # the runner stops its nodes in order
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+@pytest.fixture
+def ros_graph(tmp_path):
+    """Factory: `graph = ros_graph("sim_pick", ["evaluator.episodes=3"])`; all graphs stop at teardown."""
+    graphs: list[RunningGraph] = []
+
+    def start(
+        spec: str | Path, overrides: list[str] | None = None, timeout: float | None = None
+    ) -> RunningGraph:
+        graph = RunningGraph(spec, overrides or [], tmp_path, timeout)
+        graphs.append(graph)
+        return graph
+
+    yield start
+    for graph in graphs:
+        graph.stop()
+    leftovers = node_processes({g.domain_id for g in graphs})
+    assert not leftovers, f"node processes left running: {leftovers}"
+
+
+def node_processes(domain_ids: set[int]) -> list[str]:
+    """Node processes (python -m twinloop_ros.*) of the given ROS domains that are still alive."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--ros-args" in args and any(a.startswith(b"twinloop_ros.") for a in args):
+            if any(f"ROS_DOMAIN_ID={d}".encode() in env for d in domain_ids):
+                found.append(b" ".join(args).decode(errors="replace"))
+    return found

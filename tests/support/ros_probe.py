@@ -1,0 +1,94 @@
+"""A tiny rclpy client the tests run inside a graph's network namespace.
+
+    python ros_probe.py wait TOPIC [TOPIC...] [--timeout S]     -> exit 0 once every topic has a publisher
+    python ros_probe.py echo TOPIC TYPE [--count N] [--timeout S] -> one JSON line per message received
+
+TYPE is `pkg/msg/Name` or `pkg/Name`. Echo prints a compact JSON summary of each message (header stamp, and the
+fields the tests look at) rather than the raw message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+
+def _summary(msg) -> dict:
+    out: dict = {}
+    header = getattr(msg, "header", None)
+    if header is not None:
+        out["stamp"] = header.stamp.sec + header.stamp.nanosec * 1e-9
+        out["frame_id"] = header.frame_id
+    for field in ("name", "joint_names", "encoding", "width", "height", "step", "data", "clock", "k"):
+        if not hasattr(msg, field):
+            continue
+        value = getattr(msg, field)
+        if field == "data" and not isinstance(value, (bool, str)):
+            out["data_len"] = len(value)
+        elif field == "clock":
+            out["clock"] = value.sec + value.nanosec * 1e-9
+        elif field == "k":
+            out["k"] = [float(v) for v in value]
+        else:
+            out[field] = value if isinstance(value, (bool, str, int, float)) else list(value)
+    if hasattr(msg, "points"):
+        out["points"] = len(msg.points)
+        out["positions"] = [list(p.positions) for p in msg.points]
+    if hasattr(msg, "position"):
+        out["position"] = list(msg.position)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    wait = sub.add_parser("wait")
+    wait.add_argument("topics", nargs="+")
+    wait.add_argument("--timeout", type=float, default=60.0)
+    echo = sub.add_parser("echo")
+    echo.add_argument("topic")
+    echo.add_argument("type")
+    echo.add_argument("--count", type=int, default=1)
+    echo.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args()
+
+    rclpy.init()
+    node = rclpy.create_node("test_probe")
+    deadline = time.monotonic() + args.timeout
+    try:
+        if args.cmd == "wait":
+            wanted = {t if t.startswith("/") else "/" + t for t in args.topics}
+            while time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.1)
+                have = {n for n, _ in node.get_topic_names_and_types() if node.count_publishers(n) > 0}
+                if wanted <= have:
+                    print(json.dumps({"topics": sorted(have)}), flush=True)
+                    return 0
+            print(json.dumps({"missing": sorted(wanted - have)}), flush=True)
+            return 1
+        parts = args.type.split("/")
+        pkg, name = parts[0], parts[-1]
+        msg_type = getattr(importlib.import_module(f"{pkg}.msg"), name)
+        received: list = []
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
+        node.create_subscription(msg_type, args.topic, received.append, qos)
+        printed = 0
+        while printed < args.count and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+            while received and printed < args.count:
+                print(json.dumps(_summary(received.pop(0))), flush=True)
+                printed += 1
+        return 0 if printed >= args.count else 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
