@@ -162,7 +162,7 @@ def node_processes(domain_ids: set[int]) -> list[str]:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--ros-args" in args and any(a.startswith(b"twinloop_ros.") for a in args):
-            if any(f"ROS_DOMAIN_ID={d}".encode() in env for d in domain_ids):
-                found.append(b" ".join(args).decode(errors="replace"))
+        is_node = b"--ros-args" in args and any(a.startswith(b"twinloop_ros.") for a in args)
+        if is_node and any(f"ROS_DOMAIN_ID={d}".encode() in env for d in domain_ids):
+            found.append(b" ".join(args).decode(errors="replace"))
     return found

@@ -3,8 +3,8 @@
     python ros_probe.py wait TOPIC [TOPIC...] [--timeout S]     -> exit 0 once every topic has a publisher
     python ros_probe.py echo TOPIC TYPE [--count N] [--timeout S] -> one JSON line per message received
 
-TYPE is `pkg/msg/Name` or `pkg/Name`. Echo prints a compact JSON summary of each message (header stamp, and the
-fields the tests look at) rather than the raw message.
+TYPE is `pkg/msg/Name` or `pkg/Name`. Echo prints a compact JSON summary of each message (header
+stamp, and the fields the tests look at) rather than the raw message.
 """
 
 from __future__ import annotations
