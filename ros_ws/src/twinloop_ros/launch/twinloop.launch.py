@@ -58,6 +58,9 @@ def generate_launch_description():
             DeclareLaunchArgument("graph", default_value="sim_pick", description="spec name or path"),
             SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile),
             SetEnvironmentVariable("MUJOCO_GL", os.environ.get("MUJOCO_GL", "egl")),
+            # same as twinloop.graph_spec.ros_environment(): keep image buffers in the heap (make bench)
+            SetEnvironmentVariable("MALLOC_MMAP_THRESHOLD_", "134217728"),
+            SetEnvironmentVariable("MALLOC_TRIM_THRESHOLD_", "134217728"),
             OpaqueFunction(function=_nodes),
         ]
     )
