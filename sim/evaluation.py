@@ -64,3 +64,48 @@ def write_summary(summary: dict, out_dir: Path) -> Path:
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(path)  # atomic: a reader never sees half a file
     return path
+
+
+def write_video(frames: list, path: Path, fps: float) -> Path:
+    """Encode RGB frames (HxWx3 uint8) as H.264 mp4 with the system ffmpeg (browser-playable)."""
+    import shutil
+    import subprocess
+
+    if not frames:
+        raise ValueError("no frames to encode")
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise FileNotFoundError("ffmpeg not found; install it (make install does: apt-get install ffmpeg)")
+    height, width = frames[0].shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.mp4")
+    cmd = [
+        ffmpeg,
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        f"{fps:g}",
+        "-i",
+        "-",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-crf",
+        "23",
+        "-movflags",
+        "+faststart",
+        str(tmp),
+    ]
+    proc = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+    tmp.replace(path)
+    return path

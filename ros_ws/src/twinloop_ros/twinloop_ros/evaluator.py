@@ -14,11 +14,13 @@ import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from twinloop.sim.evaluation import EpisodeRecord, result_line, summarize, write_summary
+from twinloop.sim.evaluation import EpisodeRecord, result_line, summarize, write_summary, write_video
 from twinloop_ros import qos
+from twinloop_ros.conversions import image_to_numpy, stamp_to_seconds
 from twinloop_ros.node_main import run_with_loop
 
 # Success messages published before the reset took effect may still be in flight; ignore any that
@@ -42,9 +44,16 @@ class Evaluator(Node):
             "robot": p("robot", "so101").value,
             "policy": p("policy", "scripted_reach").value,
         }
+        self.video_episodes = int(p("video_episodes", 1).value)
+        self.video_fps = float(p("video_fps", 10.0).value)
+        self.video_tail_s = float(p("video_tail_s", 1.0).value)
+        camera = p("video_camera", "front").value
         self._success_at: float | None = None
+        self._frames: list | None = None  # collecting while not None
         self._lock = threading.Lock()
         self.create_subscription(Bool, "sim/success", self._on_success, qos.EVENTS)
+        if self.video_episodes > 0:
+            self.create_subscription(Image, f"{camera}/image_raw", self._on_image, qos.SENSOR_DATA)
         self.reset_sim = self.create_client(Trigger, "sim/reset")
         self.reset_policy = self.create_client(Trigger, "policy/reset")
         ns = self.get_namespace().rstrip("/")
@@ -58,6 +67,32 @@ class Evaluator(Node):
             with self._lock:
                 if self._success_at is None:
                     self._success_at = self.now()
+
+    def _on_image(self, msg: Image) -> None:
+        with self._lock:
+            if self._frames is None:
+                return
+            try:
+                self._frames.append((stamp_to_seconds(msg.header.stamp), image_to_numpy(msg, copy=True)))
+            except ValueError as exc:
+                self.get_logger().error(f"video frame skipped: {exc}")
+
+    def _save_video(self, index: int, t0: float) -> None:
+        with self._lock:
+            frames, self._frames = self._frames or [], None
+        frames = [f for stamp, f in sorted(frames, key=lambda x: x[0]) if stamp >= t0]
+        if not frames:
+            self.get_logger().warning(f"episode {index}: no camera frames received; no video")
+            return
+        try:
+            path = write_video(frames, self.output_dir / f"episode_{index:03d}.mp4", self.video_fps)
+            self.videos.append(str(path))
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.get_logger().error(f"video of episode {index} not written: {exc}")
+
+    def _sleep_until(self, t: float) -> None:
+        while rclpy.ok() and self.now() < t:
+            time.sleep(0.002)
 
     def _call(self, client, request, what: str, timeout: float = 30.0):
         future = client.call_async(request)
@@ -80,9 +115,11 @@ class Evaluator(Node):
             log.error(f"parameter services of node '{self.twin_node}' not available")
             return 1
         records: list[EpisodeRecord] = []
+        self.videos: list[str] = []
         try:
             for index in range(self.episodes):
-                records.append(self._episode(index, self.seed + index))
+                record_video = index < self.video_episodes
+                records.append(self._episode(index, self.seed + index, record_video))
                 r = records[-1]
                 log.info(
                     f"episode {index + 1}/{self.episodes} seed={r.seed}: "
@@ -91,13 +128,23 @@ class Evaluator(Node):
         except RuntimeError as exc:
             log.error(str(exc))
             return 1
-        summary = summarize(records, **self.labels, seed=self.seed, time_limit_s=self.time_limit)
+        summary = summarize(
+            records, **self.labels, seed=self.seed, time_limit_s=self.time_limit, videos=self.videos
+        )
         path = write_summary(summary, self.output_dir)
         print(result_line(summary), flush=True)
-        print(f"outputs: {path}", flush=True)
+        print(f"outputs: {path}" + "".join(f", {v}" for v in self.videos), flush=True)
         return 0
 
-    def _episode(self, index: int, seed: int) -> EpisodeRecord:
+    def _episode(self, index: int, seed: int, record_video: bool) -> EpisodeRecord:
+        with self._lock:
+            self._frames = [] if record_video else None
+        record = self._run_episode(index, seed)
+        if record_video:
+            self._save_video(index, self._t0)
+        return record
+
+    def _run_episode(self, index: int, seed: int) -> EpisodeRecord:
         future = self.twin_params.set_parameters([Parameter("seed", value=seed)])
         deadline = time.monotonic() + 30.0
         while not future.done():
@@ -108,7 +155,7 @@ class Evaluator(Node):
         if not result.success:
             raise RuntimeError(f"sim/reset failed: {result.message}")
         self._call(self.reset_policy, Trigger.Request(), "policy/reset")
-        t0 = float(result.message.split("t0=")[1].split()[0])
+        t0 = self._t0 = float(result.message.split("t0=")[1].split()[0])
         with self._lock:
             self._success_at = None
         while rclpy.ok():
@@ -118,6 +165,10 @@ class Evaluator(Node):
                 if success_at is not None and success_at < t0 + _SUCCESS_GRACE_S:
                     self._success_at = success_at = None
             if success_at is not None:
+                with self._lock:
+                    recording = self._frames is not None
+                if recording:  # let the video show a moment after success
+                    self._sleep_until(success_at + self.video_tail_s)
                 return EpisodeRecord(index, seed, True, success_at - t0)
             if now - t0 >= self.time_limit:
                 return EpisodeRecord(index, seed, False, self.time_limit)
