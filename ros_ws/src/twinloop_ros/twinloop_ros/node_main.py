@@ -36,14 +36,25 @@ def _construct(make_node: Callable[[], Node]) -> Node | int:
         return 2
 
 
-def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Run a callback-driven node until shutdown. Returns the process exit status."""
+def _start(
+    make_node: Callable[[], Node], args: list[str] | None
+) -> tuple[Node, SingleThreadedExecutor] | int:
+    """rclpy.init, build the node (or an exit status) and an executor holding it."""
     rclpy.init(args=sys.argv if args is None else args)
     node = _construct(make_node)
     if isinstance(node, int):
         return node
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    return node, executor
+
+
+def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Run a callback-driven node until shutdown. Returns the process exit status."""
+    run = _start(make_node, args)
+    if isinstance(run, int):
+        return run
+    node, executor = run
     try:
         with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
             executor.spin()
@@ -59,12 +70,10 @@ def run_with_loop(
 
     For nodes whose main work is a loop of their own (the twin's physics, the evaluator's episodes).
     """
-    rclpy.init(args=sys.argv if args is None else args)
-    node = _construct(make_node)
-    if isinstance(node, int):
-        return node
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    run = _start(make_node, args)
+    if isinstance(run, int):
+        return run
+    node, executor = run
     spinner = threading.Thread(target=_spin_quietly, args=(executor,), daemon=True)
     spinner.start()
     code = 0
