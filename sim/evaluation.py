@@ -22,15 +22,18 @@ class EpisodeRecord:
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95% by default)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes={successes} outside [0, {n}]")
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"successes={successes} outside [0, n={n}]")
+    if n == 0:
+        return (0.0, 1.0)  # no episodes: nothing is known
     p = successes / n
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # at 0/n and n/n the bound is exactly 0 (resp. 1); rounding would leave 5e-17 and exclude the estimate
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (low, high)
 
 
 def summarize(episodes: list[EpisodeRecord], **context: object) -> dict:

@@ -72,4 +72,6 @@ class ArmKinematics:
             step += 0.1 * null @ (rest[self.arm_mask] - q[self.arm_mask])
             q[self.arm_mask] += np.clip(step, -0.2, 0.2)
             q = np.clip(q, self.lower, self.upper)
+        else:  # out of iterations: `error` belongs to the previous iterate, not to the q returned
+            error = float(np.linalg.norm(np.asarray(target, float) - self.forward(q)))
         return q, error

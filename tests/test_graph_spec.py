@@ -178,7 +178,12 @@ def test_non_string_node_field(tmp_path):
 
 def test_duplicate_node_names(tmp_path):
     text = yaml.safe_dump(
-        {"nodes": [{"name": "a", "package": "p", "executable": "e"}, {"name": "a", "package": "p", "executable": "f"}]}
+        {
+            "nodes": [
+                {"name": "a", "package": "p", "executable": "e"},
+                {"name": "a", "package": "p", "executable": "f"},
+            ]
+        }
     )
     message = spec_error(tmp_path, text)
     assert "duplicate" in message and "'a'" in message
@@ -342,7 +347,9 @@ def test_shipped_sim_pick_loads():
     assert all(n.required for n in spec.nodes)
     # the twin owns the clock; the others run on it (common parameter merged under node parameters)
     assert nodes["twin"].parameters["use_sim_time"] is False
-    assert all(nodes[n].parameters["use_sim_time"] is True for n in ("policy_server", "command_mux", "evaluator"))
+    assert all(
+        nodes[n].parameters["use_sim_time"] is True for n in ("policy_server", "command_mux", "evaluator")
+    )
 
 
 @pytest.mark.parametrize("node", load_spec("sim_pick").nodes, ids=lambda n: n.name)

@@ -49,9 +49,12 @@ def test_graph_speaks_the_topic_contract_and_stops_cleanly(ros_graph):
     assert "Traceback" not in graph.log
 
 
-def test_thin_loop_reaches_the_cube(ros_graph, tmp_path):
+@pytest.mark.parametrize("mode", ["lockstep", "realtime"])
+def test_thin_loop_reaches_the_cube(ros_graph, tmp_path, mode):
     out = tmp_path / "eval"
-    graph = ros_graph("sim_pick", ["evaluator.episodes=4", f"evaluator.output_dir={out}"])
+    graph = ros_graph(
+        "sim_pick", [f"twin.mode={mode}", "evaluator.episodes=4", f"evaluator.output_dir={out}"]
+    )
     code = graph.wait(timeout=300)
     assert code == 0, graph.log
     summary = json.loads((out / "summary.json").read_text())
@@ -59,6 +62,8 @@ def test_thin_loop_reaches_the_cube(ros_graph, tmp_path):
     assert [e["seed"] for e in summary["per_episode"]] == [0, 1, 2, 3]
     # The scripted reach policy sees the cube only through the camera; 3 of 4 is the bar here.
     assert summary["successes"] >= 3, summary
+    video = out / "episode_000.mp4"
+    assert summary["videos"] == [str(video)] and video.stat().st_size > 1000
     low, high = summary["ci95"]
     assert 0.0 <= low <= summary["success_rate"] <= high <= 1.0
     assert "RESULT task=reach_cube robot=so101 policy=scripted_reach" in graph.log

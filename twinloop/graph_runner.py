@@ -32,7 +32,10 @@ class RunningNode:
 
 
 def node_command(node: NodeSpec, params_file: Path, python: str = sys.executable) -> list[str]:
-    return [python, "-m", node.module, *ros_args(node, params_file)]
+    # -P: don't put the working directory on sys.path. Run from the repo root, `python -m` would
+    # otherwise make the top-level folders importable as `datasets`, `sim`, ... (shadowing Hugging
+    # Face `datasets`, which lerobot imports); ros2 launch's console scripts don't do that either.
+    return [python, "-P", "-m", node.module, *ros_args(node, params_file)]
 
 
 class GraphRunner:

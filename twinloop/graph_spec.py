@@ -145,6 +145,8 @@ def parse_spec(data: Any, path: Path) -> GraphSpec:
         for key in ("name", "package", "executable"):
             if not isinstance(raw.get(key), str) or not raw[key]:
                 raise SpecError(f"{where}: '{key}' is required and must be a string")
+        if not isinstance(raw.get("required", False), bool):
+            raise SpecError(f"{where}: 'required' must be true or false")
         remaps = raw.get("remappings") or {}
         if not isinstance(remaps, dict) or not all(isinstance(v, str) for v in remaps.values()):
             raise SpecError(f"{where}: 'remappings' must map topic names to topic names")

@@ -1,11 +1,11 @@
 """Twin node: the MuJoCo twin on the same topics as the hardware drivers.
 
-Publishes `joint_states`, `<camera>/image_raw`, `<camera>/camera_info`, `sim/success` (and `/clock` in
-lockstep mode); executes `arm_controller/joint_trajectory` through the shared TrajectoryExecutor; serves
+Publishes `joint_states`, `<camera>/image_raw`, `<camera>/camera_info`, `sim/success` and `/clock`;
+executes `arm_controller/joint_trajectory` through the shared TrajectoryExecutor; serves
 `sim/reset` (seed from the `seed` parameter).
 
 Two clocks:
-- realtime: sim time is pinned to wall time; stamps are wall time (like a real robot);
+- realtime: sim time is pinned to wall time; stamps and /clock are wall time (like a real robot);
 - lockstep: the twin publishes `/clock` and, at every camera frame, waits until a command stamped at or
   after that frame has arrived (or `lockstep_timeout` wall seconds pass). Evaluation is then
   deterministic and independent of machine speed.
@@ -84,9 +84,9 @@ class TwinNode(Node):
         self.pub_image = self.create_publisher(Image, f"{camera.name}/image_raw", qos.SENSOR_DATA)
         self.pub_info = self.create_publisher(CameraInfo, f"{camera.name}/camera_info", qos.LATCHED)
         self.pub_success = self.create_publisher(Bool, "sim/success", qos.EVENTS)
-        self.pub_clock = (
-            self.create_publisher(Clock, "/clock", qos.CLOCK) if self.mode == "lockstep" else None
-        )
+        # /clock in both modes (pinned to wall time in realtime mode), so one spec with use_sim_time: true
+        # works whichever mode the twin runs in
+        self.pub_clock = self.create_publisher(Clock, "/clock", qos.CLOCK)
         self.create_subscription(
             JointTrajectory, "arm_controller/joint_trajectory", self._on_command, qos.COMMANDS
         )
@@ -152,8 +152,7 @@ class TwinNode(Node):
         self.pub_image.publish(numpy_to_image(image, "rgb8", stamp=stamp, frame_id=frame_id))
 
     def _publish_clock(self) -> None:
-        if self.pub_clock is not None:
-            self.pub_clock.publish(Clock(clock=seconds_to_stamp(self.now())))
+        self.pub_clock.publish(Clock(clock=seconds_to_stamp(self.now())))
 
     # -- main loop ---------------------------------------------------------------------------------
     def _wait_for_peers(self, timeout: float = 30.0) -> None:
