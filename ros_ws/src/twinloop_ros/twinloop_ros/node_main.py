@@ -87,5 +87,12 @@ def run_with_loop(
 
 
 def _spin_quietly(executor: SingleThreadedExecutor) -> None:
-    with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+    try:
         executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        # a wait interrupted by the signal handler's shutdown raises RCLError from rcl_wait; that is
+        # a normal exit, anything else while the context is still valid is a real error
+        if executor.context.ok():
+            raise
