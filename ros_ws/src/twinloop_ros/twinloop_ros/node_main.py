@@ -81,6 +81,10 @@ def run_with_loop(
         code = loop(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         code = 0
+    except Exception:
+        if node.context.ok():
+            raise
+        code = 0  # a publish or wait interrupted by the signal handler's shutdown: a normal exit
     finally:
         _shutdown(node, executor, spinner)
     return code

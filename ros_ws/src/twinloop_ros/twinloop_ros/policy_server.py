@@ -133,48 +133,53 @@ class PolicyServer(Node):
         return candidates[-1] if candidates else None
 
     def _work(self) -> None:
+        """Inference thread: one observation at a time, never blocking the ROS executor."""
         while not self._closing.is_set():
             try:
                 stamp, image = self._requests.get(timeout=0.1)
             except queue.Empty:
                 continue
-            state = self._state_at(stamp)
-            now = self.get_clock().now().nanoseconds * 1e-9
-            age = now - stamp
-            if state is None or self._K is None or age > self.max_obs_age:
-                self.stale_refusals += 1
-                why = "no joint state" if state is None else "no camera_info" if self._K is None else "stale"
-                self._publish_diagnostics(DiagnosticStatus.WARN, f"refused observation: {why}", age=age)
-                if self.stale_refusals in (1, 10, 100) or self.stale_refusals % 1000 == 0:
-                    self.get_logger().warning(
-                        f"refused observation at t={stamp:.3f}: {why} (age {age * 1e3:.0f} ms; "
-                        f"{self.stale_refusals} refusals so far)"
-                    )
-                continue
-            obs = Observation(
-                stamp=stamp,
-                joint_names=state[1],
-                state=state[2],
-                images={self.camera_name: image},
-                cameras={
-                    self.camera_name: CameraModel(self._K, self._camera_rotation, self._camera_position)
-                },
-            )
-            started = time.perf_counter()
             try:
-                actions = self.policy.predict_chunk(obs)
-            except Exception as exc:  # noqa: BLE001 - a policy bug must not kill the server; the mux holds
-                self.get_logger().error(f"policy failed: {type(exc).__name__}: {exc}")
-                continue
-            latency = time.perf_counter() - started
-            self._latencies.append(latency)
-            cfg = self.policy.config
-            chunk = TrajectoryChunk(cfg.joint_names, stamp, np.arange(len(actions)) * cfg.dt, actions)
-            if not self.context.ok():
-                return  # shutting down
-            self.pub_chunk.publish(chunk_to_trajectory(chunk))
-            self.chunks += 1
-            self._publish_diagnostics(DiagnosticStatus.OK, "ok", age=age)
+                self._infer(stamp, image)
+            except Exception as exc:  # noqa: BLE001 - the server must outlive a bad observation
+                if not self.context.ok():
+                    return  # the signal handler shut the context down mid-publish: a normal exit
+                self.get_logger().error(f"inference step failed: {type(exc).__name__}: {exc}")
+
+    def _infer(self, stamp: float, image: np.ndarray) -> None:
+        state = self._state_at(stamp)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        age = now - stamp
+        if state is None or self._K is None or age > self.max_obs_age:
+            self.stale_refusals += 1
+            why = "no joint state" if state is None else "no camera_info" if self._K is None else "stale"
+            self._publish_diagnostics(DiagnosticStatus.WARN, f"refused observation: {why}", age=age)
+            if self.stale_refusals in (1, 10, 100) or self.stale_refusals % 1000 == 0:
+                self.get_logger().warning(
+                    f"refused observation at t={stamp:.3f}: {why} (age {age * 1e3:.0f} ms; "
+                    f"{self.stale_refusals} refusals so far)"
+                )
+            return
+        obs = Observation(
+            stamp=stamp,
+            joint_names=state[1],
+            state=state[2],
+            images={self.camera_name: image},
+            cameras={self.camera_name: CameraModel(self._K, self._camera_rotation, self._camera_position)},
+        )
+        started = time.perf_counter()
+        try:
+            actions = self.policy.predict_chunk(obs)
+        except Exception as exc:  # noqa: BLE001 - a policy bug must not kill the server; the mux holds
+            self.get_logger().error(f"policy failed: {type(exc).__name__}: {exc}")
+            return
+        latency = time.perf_counter() - started
+        self._latencies.append(latency)
+        cfg = self.policy.config
+        chunk = TrajectoryChunk(cfg.joint_names, stamp, np.arange(len(actions)) * cfg.dt, actions)
+        self.pub_chunk.publish(chunk_to_trajectory(chunk))
+        self.chunks += 1
+        self._publish_diagnostics(DiagnosticStatus.OK, "ok", age=age)
 
     def close(self) -> None:
         """Stop the inference thread before the node is destroyed."""

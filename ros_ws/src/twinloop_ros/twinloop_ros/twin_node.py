@@ -98,6 +98,10 @@ class TwinNode(Node):
             f"control={1.0 / self.twin.control_period:g}Hz"
         )
 
+    def close(self) -> None:
+        """Release the renderer's GL context before the interpreter tears modules down."""
+        self.twin.close()
+
     # -- time --------------------------------------------------------------------------------------
     def now(self) -> float:
         """The graph's time: sim time in lockstep, wall time (sim pinned to it) in realtime mode."""
