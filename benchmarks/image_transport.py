@@ -135,7 +135,8 @@ def case_environment(transport: str, domain_id: int, log_dir: Path) -> dict[str,
     for key in _DDS_ENV + tuple(MALLOC_TUNED):
         env.pop(key, None)
     if TRANSPORTS[transport].use_profile:
-        env = ros_environment(env)  # sets FASTRTPS_DEFAULT_PROFILES_FILE to the project's profile
+        # the project's profile; the malloc settings only where the case names them (extra_env)
+        env = ros_environment(env, malloc_tuning=False)
         profile = Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"])
         if not profile.is_file():
             raise BenchError(f"the project's Fast DDS profile is missing: {profile}")

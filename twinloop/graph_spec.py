@@ -79,7 +79,7 @@ def dds_profile_path() -> Path:
     return config_dir() / "fastdds_profile.xml"
 
 
-def ros_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+def ros_environment(base: dict[str, str] | None = None, malloc_tuning: bool = True) -> dict[str, str]:
     """Environment for node processes: the project's DDS transport profile, unbuffered logs."""
     env = dict(os.environ if base is None else base)
     env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(dds_profile_path()))
@@ -87,8 +87,9 @@ def ros_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("MUJOCO_GL", "egl")  # headless rendering in the twin
     # Keep ~1 MB image buffers in the heap instead of returning them to the kernel after every frame:
     # halved 640x480 image latency (p50 3.3 -> 1.8 ms), see `make bench` entries *.profile_malloc_tuned.*
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "134217728")
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", "134217728")
+    if malloc_tuning:
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "134217728")
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", "134217728")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
