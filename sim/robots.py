@@ -15,6 +15,23 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class TactilePad:
+    """A taxel plate on the contact face of a finger pad (a box geom in the robot's MJCF).
+
+    The image convention: row index grows along `length_axis` (towards the fingertip), column index grows
+    along normal x length_axis, so the two facing fingers of a parallel gripper give mirror-image layouts,
+    like two identical sensor skins mounted face to face.
+    """
+
+    name: str  # sensor name: Twin.tactile(name), topic tactile/<name>/image
+    pad_geom: str  # box geom that touches objects; the plate lies on one of its faces
+    normal: tuple[float, float, float]  # outward normal of that face in the pad geom's frame (a +-unit axis)
+    length_axis: tuple[float, float, float]  # pad frame, along the finger towards the tip (image rows)
+    shape: tuple[int, int]  # taxels (rows, cols)
+    size: tuple[float, float]  # plate (length, width) in metres; taxels sit at the cell centres
+
+
+@dataclass(frozen=True)
 class RobotSpec:
     name: str
     mjcf: Path
@@ -24,6 +41,7 @@ class RobotSpec:
     ee_site: str  # tool-centre-point site used by IK and task predicates
     home: tuple[float, ...]  # one value per joint_names entry
     max_velocity: float  # rad/s, used by the executor's rate limit
+    tactile: tuple[TactilePad, ...] = ()  # finger taxel plates, see scene.add_finger_tactile
 
 
 def _so101() -> RobotSpec:
@@ -44,6 +62,20 @@ def _so101() -> RobotSpec:
         home=(0.0, -1.0, 0.5, 1.0, 0.0, 0.3),
         # STS3215 no-load speed ~0.222 s/60deg at 7.4 V (Feetech datasheet) = 4.7 rad/s; keep a margin.
         max_velocity=3.0,
+        # Pads (measured on the compiled model): `fixed_jaw_pad` (body `gripper`, face 16 x 14.4 mm) and
+        # `moving_jaw_pad` (face 12 x 14.4 mm) face each other along their local x and are parallel at
+        # gripper = 0.46 rad; local -z points from the wrist to the fingertips in both. One 14.4 x 12 mm
+        # plate per finger (fits the smaller face), 8 x 6 taxels = 1.8 x 2.0 mm pitch: about the two-point
+        # acuity of a human fingertip, so an edge or corner is located to ~2 mm, while costing only 48
+        # signed-distance queries per touching geom and step (zero cost without contact).
+        tactile=(
+            TactilePad(
+                "fixed_jaw", "fixed_jaw_pad", (1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (8, 6), (0.0144, 0.012)
+            ),
+            TactilePad(
+                "moving_jaw", "moving_jaw_pad", (-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (8, 6), (0.0144, 0.012)
+            ),
+        ),
     )
 
 

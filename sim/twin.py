@@ -13,8 +13,8 @@ import mujoco
 import numpy as np
 
 from twinloop.hardware.executor import JointLimits
-from twinloop.sim.robots import RobotSpec, get_robot, home_array
-from twinloop.sim.scene import CameraConfig, build_spec, disable_shadows
+from twinloop.sim.robots import RobotSpec, TactilePad, get_robot, home_array
+from twinloop.sim.scene import CameraConfig, build_spec, disable_shadows, tactile_object_name, taxel_grid
 from twinloop.sim.tasks import get_task
 
 
@@ -52,6 +52,8 @@ class Twin:
             velocity=np.full(len(ids), self.robot.max_velocity),
         )
         self.substeps = max(1, round(1.0 / (self.config.control_rate * self.config.timestep)))
+        self._tactile = {pad.name: _TactileReader(self.model, pad) for pad in self.robot.tactile}
+        self.tactile_names: tuple[str, ...] = tuple(self._tactile)
         self._renderers: dict[str, mujoco.Renderer] = {}
         self.episode_seed: int | None = None
         self.reset(seed=0)
@@ -91,6 +93,28 @@ class Twin:
             self.data.actuator_force[self._act_ids].copy(),
         )
 
+    # -- touch -------------------------------------------------------------------------------------
+    def tactile(self, name: str) -> np.ndarray:
+        """Taxel image (rows, cols) float32 of finger plate `name`: normal pressure per taxel.
+
+        Units: MuJoCo's `tactile` pressure channel, a penetration measure in metres: 0 without contact,
+        the depth the touching object reaches into the pad at that taxel for shallow contact (about 1.1x
+        the depth at 1 mm, growing faster when deeper). Rows run from the finger base to the tip (see
+        TactilePad). Like every MuJoCo sensor it is computed inside mj_step/mj_forward, so after `step` it
+        describes the state at the start of the last physics substep (2 ms old at most).
+        """
+        return self._reader(name).image(self.data)
+
+    def tactile_taxels(self, name: str) -> np.ndarray:
+        """World positions (rows, cols, 3) of the taxels of plate `name`, in the layout of `tactile`."""
+        return self._reader(name).positions(self.data)
+
+    def _reader(self, name: str) -> _TactileReader:
+        try:
+            return self._tactile[name]
+        except KeyError:
+            raise ValueError(f"no tactile sensor '{name}' (have: {list(self._tactile)})") from None
+
     def success(self) -> bool:
         return self.task.success(self.model, self.data, self.robot.ee_site)
 
@@ -127,3 +151,53 @@ class Twin:
         for renderer in self._renderers.values():
             renderer.close()
         self._renderers.clear()
+
+
+class _TactileReader:
+    """Maps one `tactile` sensor's per-vertex readings onto its (rows, cols) taxel image.
+
+    The mesh compiler may re-centre and rotate the plate mesh (it compensates in the geom's pose), so the
+    vertex order is matched to the taxel grid once, from the compiled geometry, rather than assumed.
+    """
+
+    def __init__(self, model: mujoco.MjModel, pad: TactilePad) -> None:
+        name = tactile_object_name(pad)
+        sensor = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, name)
+        self.geom = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
+        mesh = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_MESH, name)
+        pad_geom = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, pad.pad_geom)
+        if min(sensor, self.geom, mesh, pad_geom) < 0:
+            raise ValueError(f"tactile pad '{pad.name}' is not in the model (build it with scene.build_spec)")
+        self.shape = pad.shape
+        nvert = int(model.mesh_vertnum[mesh])
+        if nvert != pad.shape[0] * pad.shape[1] or model.sensor_dim[sensor] != 3 * nvert:
+            raise ValueError(f"tactile pad '{pad.name}': {nvert} mesh vertices for a {pad.shape} grid")
+        self.adr = int(model.sensor_adr[sensor])  # channel 0 (pressure) = the first nvert values
+        adr = model.mesh_vertadr[mesh]
+        self.verts = model.mesh_vert[adr : adr + nvert].astype(float)  # in the plate geom's frame
+
+        # vertices -> pad frame (plate and pad share a body), then nearest taxel of the designed grid
+        in_body = self.verts @ _quat_mat(model.geom_quat[self.geom]).T + model.geom_pos[self.geom]
+        pad_mat = _quat_mat(model.geom_quat[pad_geom])
+        in_pad = (in_body - model.geom_pos[pad_geom]) @ pad_mat
+        axis = int(np.argmax(np.abs(pad.normal)))
+        grid = taxel_grid(pad) + np.asarray(pad.normal) * model.geom_size[pad_geom][axis]
+        dist = np.linalg.norm(grid.reshape(-1, 1, 3) - in_pad[None], axis=2)  # (taxel, vertex)
+        self.order = np.argmin(dist, axis=1)
+        if len(set(self.order.tolist())) != nvert or dist[np.arange(nvert), self.order].max() > 1e-5:
+            raise ValueError(f"tactile pad '{pad.name}': plate mesh does not lie on the pad face")
+
+    def image(self, data: mujoco.MjData) -> np.ndarray:
+        pressure = data.sensordata[self.adr : self.adr + len(self.order)]
+        return pressure[self.order].reshape(self.shape).astype(np.float32)
+
+    def positions(self, data: mujoco.MjData) -> np.ndarray:
+        mat = data.geom_xmat[self.geom].reshape(3, 3)
+        world = self.verts[self.order] @ mat.T + data.geom_xpos[self.geom]
+        return world.reshape(*self.shape, 3)
+
+
+def _quat_mat(quat: np.ndarray) -> np.ndarray:
+    mat = np.zeros(9)
+    mujoco.mju_quat2Mat(mat, np.asarray(quat, float))
+    return mat.reshape(3, 3)

@@ -124,6 +124,16 @@ class RunningGraph:
             )
         return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
+    def wait_for_log(self, text: str, timeout: float = 20.0) -> None:
+        """Block until a line containing `text` has come out of the graph (logs travel through pipes)."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.lines)):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no log line with {text!r} within {timeout} s\n--- graph log ---\n{self.log}"
+                )
+            time.sleep(0.05)
+
     def wait(self, timeout: float) -> int:
         try:
             code = self.process.wait(timeout=timeout)

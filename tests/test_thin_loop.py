@@ -44,6 +44,17 @@ def test_graph_speaks_the_topic_contract_and_stops_cleanly(ros_graph):
     clock = graph.echo("/clock", "rosgraph_msgs/Clock", count=2)
     assert clock[1]["clock"] >= clock[0]["clock"]
 
+    # Malformed commands straight to the arm: rejected with a logged reason, never executed, loop goes on.
+    for kind in ("nan", "unknown-joint", "wrong-length"):
+        assert graph.probe("publish-bad-trajectory", "arm_controller/joint_trajectory", kind).returncode == 0
+    graph.wait_for_log("rejected trajectory: non-finite")
+    graph.wait_for_log("rejected trajectory: joint names: missing ['gripper'], unknown ['tentacle']")
+    graph.wait_for_log("rejected trajectory: JointTrajectory point 0 has 4 positions for 6 joint_names")
+    # the loop still runs on (lockstep did not take a rejected chunk for an answer)
+    before = graph.echo("/clock", "rosgraph_msgs/Clock")[0]["clock"]
+    chunks = graph.echo("arm_controller/joint_trajectory", "trajectory_msgs/JointTrajectory", count=2)
+    assert all(c["stamp"] >= before - 0.2 for c in chunks) and "tentacle" not in str(chunks)
+
     assert graph.stop() == 130  # Ctrl-C: every node stopped (the fixture checks none is left)
     assert "SIGINT: stopping graph" in graph.log
     assert "Traceback" not in graph.log

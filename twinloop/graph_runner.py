@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -138,9 +137,7 @@ class GraphRunner:
         self.stop()
 
 
-def run_graph(
-    spec: GraphSpec, timeout: float | None = None, on_start: Callable[[], None] | None = None
-) -> int:
+def run_graph(spec: GraphSpec, timeout: float | None = None) -> int:
     """Run a graph in the foreground until a required node exits, Ctrl-C, SIGTERM or timeout."""
     runner = GraphRunner(spec)
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -153,8 +150,6 @@ def run_graph(
         signal.signal(sig, _on_signal)
     try:
         runner.start()
-        if on_start is not None:
-            on_start()
         return runner.wait(timeout=timeout)
     finally:
         runner.stop()

@@ -2,6 +2,7 @@
 
     python ros_probe.py wait TOPIC [TOPIC...] [--timeout S]     -> exit 0 once every topic has a publisher
     python ros_probe.py echo TOPIC TYPE [--count N] [--timeout S] -> one JSON line per message received
+    python ros_probe.py publish-bad-trajectory TOPIC nan|unknown-joint|wrong-length
 
 TYPE is `pkg/msg/Name` or `pkg/Name`. Echo prints a compact JSON summary of each message (header
 stamp, and the fields the tests look at) rather than the raw message.
@@ -45,12 +46,45 @@ def _summary(msg) -> dict:
     return out
 
 
+def _publish_bad(node, topic: str, kind: str, deadline: float) -> int:
+    """Publish one malformed chunk (reliable, like a real commander) once a subscriber is matched."""
+    from builtin_interfaces.msg import Duration
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    joints = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+    msg = JointTrajectory(joint_names=joints)
+    msg.header.stamp = node.get_clock().now().to_msg()
+    for i in range(2):
+        positions = [0.1] * 6
+        if kind == "nan":
+            positions[1] = float("nan")
+        elif kind == "wrong-length":
+            positions = positions[:4]
+        msg.points.append(JointTrajectoryPoint(positions=positions, time_from_start=Duration(sec=i)))
+    if kind == "unknown-joint":
+        msg.joint_names = joints[:5] + ["tentacle"]
+    pub = node.create_publisher(JointTrajectory, topic, QoSProfile(depth=10))
+    while pub.get_subscription_count() == 0:
+        if time.monotonic() > deadline:
+            return 1
+        time.sleep(0.05)
+    time.sleep(0.5)
+    pub.publish(msg)
+    time.sleep(1.0)  # let reliable delivery finish before the participant goes away
+    print(json.dumps({"published": kind}), flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
     wait = sub.add_parser("wait")
     wait.add_argument("topics", nargs="+")
     wait.add_argument("--timeout", type=float, default=60.0)
+    bad = sub.add_parser("publish-bad-trajectory")
+    bad.add_argument("topic")
+    bad.add_argument("kind", choices=["nan", "unknown-joint", "wrong-length"])
+    bad.add_argument("--timeout", type=float, default=30.0)
     echo = sub.add_parser("echo")
     echo.add_argument("topic")
     echo.add_argument("type")
@@ -72,6 +106,8 @@ def main() -> int:
                     return 0
             print(json.dumps({"missing": sorted(wanted - have)}), flush=True)
             return 1
+        if args.cmd == "publish-bad-trajectory":
+            return _publish_bad(node, args.topic, args.kind, deadline)
         parts = args.type.split("/")
         pkg, name = parts[0], parts[-1]
         msg_type = getattr(importlib.import_module(f"{pkg}.msg"), name)

@@ -121,6 +121,7 @@ class TwinNode(Node):
             accepted, reason = self.executor_.submit(chunk, self.now())
             if not accepted:
                 self.get_logger().error(f"rejected trajectory: {reason}")
+                return  # a rejected chunk does not count as an answer in lockstep
             self._latest_command_stamp = max(self._latest_command_stamp, chunk.stamp)
             self._command_arrived.notify_all()
 
