@@ -19,6 +19,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from twinloop.sim.evaluation import EpisodeRecord, result_line, summarize, write_summary, write_video
+from twinloop.sim.tasks import get_task
 from twinloop_ros import qos
 from twinloop_ros.conversions import image_to_numpy, stamp_to_seconds
 from twinloop_ros.node_main import run_with_loop
@@ -34,7 +35,6 @@ class Evaluator(Node):
         p = self.declare_parameter
         self.episodes = int(p("episodes", 10).value)
         self.seed = int(p("seed", 0).value)
-        self.time_limit = float(p("episode_time_limit", 8.0).value)
         self.twin_node = p("twin_node", "twin").value
         self.service_timeout = float(p("service_timeout", 60.0).value)
         out = p("output_dir", "").value or f"outputs/eval/{datetime.now():%Y%m%d-%H%M%S}"
@@ -44,6 +44,9 @@ class Evaluator(Node):
             "robot": p("robot", "so101").value,
             "policy": p("policy", "scripted_reach").value,
         }
+        # 0 (the default): the task's own episode time limit
+        limit = float(p("episode_time_limit", 0.0).value)
+        self.time_limit = limit if limit > 0 else get_task(self.labels["task"]).time_limit
         self.video_episodes = int(p("video_episodes", 1).value)
         self.video_fps = float(p("video_fps", 10.0).value)
         self.video_tail_s = float(p("video_tail_s", 1.0).value)
