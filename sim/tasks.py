@@ -60,8 +60,91 @@ CUBE_COLOURS: dict[str, tuple[float, float, float, float]] = {
 }
 
 
+def _joint_qpos(model: mujoco.MjModel, joint: str) -> int:
+    return int(model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, joint)])
+
+
+def _yaw_quat(yaw: float) -> list[float]:
+    return [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+
+
 @dataclass
-class PickLiftCube:
+class _GraspableCubes:
+    """Shared by the cube tasks: cube bodies that collide with the SO-101's pads, and the held test.
+
+    Subclasses set `target_body` (the cube the instruction names) and `distractor_bodies`, and list
+    every body that is not part of the robot in `_object_bodies` (the held test counts robot bodies).
+    """
+
+    half: float = 0.0175  # m: a 35 mm cube; the pads are parallel 40 mm apart at gripper = 0.46 rad (MJCF)
+    mass: float = 0.03  # kg (a 35 mm cube of PLA at ~1.2 g/cm^3 with infill)
+    friction: tuple[float, float, float] = (1.2, 0.01, 0.0002)  # sliding, torsional, rolling
+    hold_distance: float = 0.06  # m: a held cube's centre stays this close to the tool point
+
+    @property
+    def target_body(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def distractor_bodies(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _object_bodies(self) -> set[str]:
+        return {self.target_body, *self.distractor_bodies}
+
+    def _add_cube(self, spec: mujoco.MjSpec, name: str, rgba, pos) -> None:
+        """A free cube on the pads' collision bit (see PickLiftCube), touching the table via a pair."""
+        body = spec.worldbody.add_body(name=name, pos=list(pos))
+        body.add_freejoint(name=name)
+        body.add_geom(
+            name=name,
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[self.half] * 3,
+            rgba=list(rgba),
+            mass=self.mass,
+            friction=list(self.friction),
+            condim=4,
+            contype=_PAD_BIT,
+            conaffinity=_PAD_BIT,
+        )
+        # the table uses bit 0, which the cube leaves out: an explicit pair
+        slide, torsion, roll = self.friction
+        spec.add_pair(
+            name=f"table_{name}",
+            geomname1="table",
+            geomname2=name,
+            condim=4,
+            friction=[slide, slide, torsion, roll, roll],
+        )
+
+    def _place_cube(self, model, data, name: str, xy: np.ndarray, yaw: float) -> None:
+        adr = _joint_qpos(model, name)
+        data.qpos[adr : adr + 3] = [xy[0], xy[1], self.half]
+        data.qpos[adr + 3 : adr + 7] = _yaw_quat(yaw)
+
+    def touching_robot(self, model: mujoco.MjModel, data: mujoco.MjData) -> set[int]:
+        """Ids of the robot bodies in contact with the target cube."""
+        cube = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.target_body)
+        objects = self._object_bodies()
+        touching: set[int] = set()
+        for contact in data.contact[: data.ncon]:
+            bodies = model.geom_bodyid[[contact.geom1, contact.geom2]]
+            if cube in bodies:
+                other = int(bodies[0] if bodies[1] == cube else bodies[1])
+                if other != 0 and model.body(other).name not in objects:
+                    touching.add(other)
+        return touching
+
+    def held(self, model: mujoco.MjModel, data: mujoco.MjData, ee_site: str) -> bool:
+        """The target cube touches two different robot bodies (both jaws) and is near the tool point."""
+        cube = data.body(self.target_body).xpos
+        if np.linalg.norm(cube - data.site(ee_site).xpos) > self.hold_distance:
+            return False
+        return len(self.touching_robot(model, data)) >= 2
+
+
+@dataclass
+class PickLiftCube(_GraspableCubes):
     """Pick up the cube of the instructed colour and lift it; the other cubes are distractors.
 
     Every cube is a free body `cube_<colour>`. The seed picks the target colour (the instruction names it)
@@ -83,11 +166,7 @@ class PickLiftCube:
     time_limit: float = 12.0  # s per episode; the scripted expert needs ~4-6 s
     target: str = "red"
     colours: tuple[str, ...] = ("red", "green", "blue")
-    half: float = 0.0175  # m: a 35 mm cube; the pads are parallel 40 mm apart at gripper = 0.46 rad (MJCF)
-    mass: float = 0.03  # kg (a 35 mm cube of PLA at ~1.2 g/cm^3 with infill)
-    friction: tuple[float, float, float] = (1.2, 0.01, 0.0002)  # sliding, torsional, rolling
     lift: float = 0.05  # m above the start height for success
-    hold_distance: float = 0.06  # m: the cube centre must stay this close to the tool point
     x_range: tuple[float, float] = (0.15, 0.25)
     y_range: tuple[float, float] = (-0.12, 0.12)
     min_separation: float = 0.075  # m between cube centres: the open jaw fits between two cubes
@@ -97,35 +176,16 @@ class PickLiftCube:
     def target_body(self) -> str:
         return f"cube_{self.target}"
 
+    @property
+    def distractor_bodies(self) -> tuple[str, ...]:
+        return tuple(f"cube_{c}" for c in self.colours if c != self.target)
+
+    def _object_bodies(self) -> set[str]:
+        return {f"cube_{c}" for c in self.colours}
+
     def build(self, spec: mujoco.MjSpec) -> None:
         for i, colour in enumerate(self.colours):
-            body = spec.worldbody.add_body(name=f"cube_{colour}", pos=[0.2, 0.08 * (i - 1), self.half])
-            body.add_freejoint(name=f"cube_{colour}")
-            body.add_geom(
-                name=f"cube_{colour}",
-                type=mujoco.mjtGeom.mjGEOM_BOX,
-                size=[self.half] * 3,
-                rgba=list(CUBE_COLOURS[colour]),
-                mass=self.mass,
-                friction=list(self.friction),
-                condim=4,
-                contype=_PAD_BIT,
-                conaffinity=_PAD_BIT,
-            )
-            # the table uses bit 0, which the cube leaves out (see the class docstring): an explicit pair
-            spec.add_pair(
-                name=f"table_cube_{colour}",
-                geomname1="table",
-                geomname2=f"cube_{colour}",
-                condim=4,
-                friction=[
-                    self.friction[0],
-                    self.friction[0],
-                    self.friction[1],
-                    self.friction[2],
-                    self.friction[2],
-                ],
-            )
+            self._add_cube(spec, f"cube_{colour}", CUBE_COLOURS[colour], [0.2, 0.08 * (i - 1), self.half])
 
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
         self.target = str(self.colours[rng.integers(len(self.colours))])
@@ -137,10 +197,7 @@ class PickLiftCube:
                 if all(np.linalg.norm(xy - other) >= self.min_separation for other in placed):
                     break
             placed.append(xy)
-            yaw = rng.uniform(-np.pi / 4, np.pi / 4)
-            adr = model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"cube_{colour}")]
-            data.qpos[adr : adr + 3] = [xy[0], xy[1], self.half]
-            data.qpos[adr + 3 : adr + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+            self._place_cube(model, data, f"cube_{colour}", xy, rng.uniform(-np.pi / 4, np.pi / 4))
         self._start_z = self.half
 
     def goal(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
@@ -148,26 +205,173 @@ class PickLiftCube:
         x, y, _ = data.body(self.target_body).xpos
         return np.array([x, y, self._start_z + self.lift])
 
-    def held(self, model: mujoco.MjModel, data: mujoco.MjData, ee_site: str) -> bool:
-        """The target cube touches two different robot bodies (both jaws) and is near the tool point."""
-        cube = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.target_body)
-        if np.linalg.norm(data.body(cube).xpos - data.site(ee_site).xpos) > self.hold_distance:
-            return False
-        touching: set[int] = set()
-        for contact in data.contact[: data.ncon]:
-            bodies = model.geom_bodyid[[contact.geom1, contact.geom2]]
-            if cube in bodies:
-                other = int(bodies[0] if bodies[1] == cube else bodies[1])
-                if other != 0 and not model.body(other).name.startswith("cube_"):
-                    touching.add(other)
-        return len(touching) >= 2
-
     def success(self, model: mujoco.MjModel, data: mujoco.MjData, ee_site: str) -> bool:
         lifted = data.body(self.target_body).xpos[2] >= self._start_z + self.lift
         return bool(lifted and self.held(model, data, ee_site))
 
 
-_TASKS = {"reach_cube": ReachCube, "pick_lift_cube": PickLiftCube}
+# Bin colours: disjoint from the cube colours, so "the <colour> bin" and "the <colour> cube" never clash.
+BIN_COLOURS: dict[str, tuple[float, float, float, float]] = {
+    "yellow": (0.90, 0.78, 0.10, 1.0),
+    "white": (0.92, 0.92, 0.90, 1.0),
+    "purple": (0.50, 0.20, 0.65, 1.0),
+}
+
+
+@dataclass
+class PlaceCubeInBin(_GraspableCubes):
+    """Put the cube of the instructed colour into the open bin; a second cube is a distractor.
+
+    Bodies: the target cube `cube`, the distractor `cube_distractor` (free bodies, the pick cube's size,
+    mass, friction and collision design: see PickLiftCube) and a mocap body `bin`: a floor and four low
+    walls. At each reset the seed draws the two cube colours, the bin colour (the instruction names the
+    cube and the bin: "put the red cube in the yellow bin"; both are recoloured in `model.geom_rgba`) and
+    the bin pose (position and yaw, written to `data.mocap_pos/quat`), then places the cubes clear of the
+    bin and of each other.
+
+    Contacts: the bin's geoms use the pads' bit 1 (contype = conaffinity = 2), like the cubes, so cubes
+    land on its floor and stop at its walls, and the pads touch it too; the arm's link hulls (bit 0) and
+    the table (bit 0) pass through it, so the bin can never trip the arm. It is a mocap body: it does not
+    move when touched.
+
+    Success: the target cube's centre is inside the bin's inner footprint (in the bin's frame) and below
+    the wall top, it touches no robot body (released, not held) and it is at rest (speed below
+    `rest_speed`), so a cube falling through the bin's volume does not count yet.
+    """
+
+    name: str = "place_cube_in_bin"
+    instruction: str = "put the red cube in the yellow bin"
+    time_limit: float = 16.0  # s per episode; the scripted expert needs ~7-10 s
+    target: str = "red"
+    distractor: str = "green"
+    bin_colour: str = "yellow"
+    inner_half: float = 0.045  # m: a 9 x 9 cm inner floor, 2.75 cm of play around a centred 35 mm cube
+    wall_height: float = 0.03  # m above the table: below the pads' lowest point when a cube is carried
+    wall_thickness: float = 0.004  # m
+    floor_thickness: float = 0.004  # m
+    rest_speed: float = 0.05  # m/s
+    bin_x_range: tuple[float, float] = (0.17, 0.22)  # the tool reaches these ~8 cm up (tests/test_experts)
+    bin_y_range: tuple[float, float] = (-0.13, 0.13)
+    bin_yaw: float = np.pi / 6  # rad, +- around axis-aligned
+    x_range: tuple[float, float] = (0.13, 0.26)  # cubes
+    y_range: tuple[float, float] = (-0.16, 0.16)
+    bin_clearance: float = 0.045  # m from a cube centre to the bin's outer walls: room for the open jaw
+    min_separation: float = 0.075  # m between cube centres, as in PickLiftCube
+
+    @property
+    def target_body(self) -> str:
+        return "cube"
+
+    @property
+    def distractor_bodies(self) -> tuple[str, ...]:
+        return ("cube_distractor",)
+
+    def _object_bodies(self) -> set[str]:
+        return {"cube", "cube_distractor", "bin"}
+
+    @property
+    def outer_half(self) -> float:
+        return self.inner_half + self.wall_thickness
+
+    def build(self, spec: mujoco.MjSpec) -> None:
+        self._add_cube(spec, "cube", CUBE_COLOURS[self.target], [0.2, -0.1, self.half])
+        self._add_cube(spec, "cube_distractor", CUBE_COLOURS[self.distractor], [0.25, -0.1, self.half])
+        body = spec.worldbody.add_body(name="bin", pos=[0.2, 0.1, 0.0], mocap=True)
+        rgba = list(BIN_COLOURS[self.bin_colour])
+        outer, wall_half = self.outer_half, self.wall_thickness / 2
+        boxes = {  # name: (half sizes, centre) in the bin frame; z = 0 on the table
+            "floor": ([outer, outer, self.floor_thickness / 2], [0.0, 0.0, self.floor_thickness / 2]),
+            "wall_px": (
+                [wall_half, outer, self.wall_height / 2],
+                [outer - wall_half, 0.0, self.wall_height / 2],
+            ),
+            "wall_nx": (
+                [wall_half, outer, self.wall_height / 2],
+                [wall_half - outer, 0.0, self.wall_height / 2],
+            ),
+            "wall_py": (
+                [outer, wall_half, self.wall_height / 2],
+                [0.0, outer - wall_half, self.wall_height / 2],
+            ),
+            "wall_ny": (
+                [outer, wall_half, self.wall_height / 2],
+                [0.0, wall_half - outer, self.wall_height / 2],
+            ),
+        }
+        for part, (size, pos) in boxes.items():
+            body.add_geom(
+                name=f"bin_{part}",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=size,
+                pos=pos,
+                rgba=rgba,
+                contype=_PAD_BIT,
+                conaffinity=_PAD_BIT,
+                condim=4,
+                friction=list(self.friction),
+            )
+
+    def bin_pose(self, data: mujoco.MjData) -> tuple[np.ndarray, float]:
+        """(centre on the table (3,), yaw) of the bin."""
+        w, _, _, z = data.body("bin").xquat
+        return data.body("bin").xpos.copy(), float(2.0 * np.arctan2(z, w))
+
+    def in_bin_frame(self, data: mujoco.MjData, point: np.ndarray) -> np.ndarray:
+        centre, yaw = self.bin_pose(data)
+        c, s = np.cos(yaw), np.sin(yaw)
+        d = np.asarray(point, float) - centre
+        return np.array([c * d[0] + s * d[1], -s * d[0] + c * d[1], d[2]])
+
+    def distance_to_bin(self, data: mujoco.MjData, xy: np.ndarray) -> float:
+        """Horizontal distance from `xy` to the bin's outer rectangle (0 inside it)."""
+        local = self.in_bin_frame(data, np.array([xy[0], xy[1], 0.0]))[:2]
+        return float(np.linalg.norm(np.maximum(np.abs(local) - self.outer_half, 0.0)))
+
+    def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
+        cubes = list(CUBE_COLOURS)
+        self.target, self.distractor = (str(c) for c in rng.choice(cubes, size=2, replace=False))
+        self.bin_colour = str(list(BIN_COLOURS)[rng.integers(len(BIN_COLOURS))])
+        self.instruction = f"put the {self.target} cube in the {self.bin_colour} bin"
+        model.geom("cube").rgba[:] = CUBE_COLOURS[self.target]
+        model.geom("cube_distractor").rgba[:] = CUBE_COLOURS[self.distractor]
+        for part in ("floor", "wall_px", "wall_nx", "wall_py", "wall_ny"):
+            model.geom(f"bin_{part}").rgba[:] = BIN_COLOURS[self.bin_colour]
+
+        mocap = model.body("bin").mocapid[0]
+        yaw = rng.uniform(-self.bin_yaw, self.bin_yaw)
+        data.mocap_pos[mocap] = [rng.uniform(*self.bin_x_range), rng.uniform(*self.bin_y_range), 0.0]
+        data.mocap_quat[mocap] = _yaw_quat(yaw)
+        mujoco.mj_kinematics(model, data)  # the bin's pose, for distance_to_bin
+        placed: list[np.ndarray] = []
+        for body in ("cube", "cube_distractor"):
+            for _ in range(1000):  # rejection sampling; the area left beside the bin fits two cubes
+                xy = np.array([rng.uniform(*self.x_range), rng.uniform(*self.y_range)])
+                if self.distance_to_bin(data, xy) >= self.bin_clearance and all(
+                    np.linalg.norm(xy - other) >= self.min_separation for other in placed
+                ):
+                    break
+            placed.append(xy)
+            self._place_cube(model, data, body, xy, rng.uniform(-np.pi / 4, np.pi / 4))
+
+    def inside(self, data: mujoco.MjData) -> bool:
+        """The target cube's centre is within the inner footprint and below the wall top."""
+        local = self.in_bin_frame(data, data.body(self.target_body).xpos)
+        return bool(np.all(np.abs(local[:2]) <= self.inner_half) and local[2] < self.wall_height)
+
+    def goal(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
+        """Where the target cube's centre rests when placed in the middle of the bin."""
+        centre, _ = self.bin_pose(data)
+        return centre + np.array([0.0, 0.0, self.floor_thickness + self.half])
+
+    def success(self, model: mujoco.MjModel, data: mujoco.MjData, ee_site: str) -> bool:
+        if not self.inside(data):
+            return False
+        body = model.body(self.target_body)
+        speed = np.linalg.norm(data.qvel[model.jnt_dofadr[body.jntadr[0]] :][:3])
+        return bool(speed < self.rest_speed and not self.touching_robot(model, data))
+
+
+_TASKS = {"reach_cube": ReachCube, "pick_lift_cube": PickLiftCube, "place_cube_in_bin": PlaceCubeInBin}
 
 
 def task_names() -> list[str]:

@@ -36,6 +36,7 @@ class Evaluator(Node):
         self.episodes = int(p("episodes", 10).value)
         self.seed = int(p("seed", 0).value)
         self.twin_node = p("twin_node", "twin").value
+        self.reset_policy_each_episode = bool(p("reset_policy", True).value)  # false: no policy server
         self.service_timeout = float(p("service_timeout", 60.0).value)
         out = p("output_dir", "").value or f"outputs/eval/{datetime.now():%Y%m%d-%H%M%S}"
         self.output_dir = Path(out)
@@ -108,7 +109,10 @@ class Evaluator(Node):
 
     def run(self) -> int:
         log = self.get_logger()
-        for client, what in ((self.reset_sim, "sim/reset"), (self.reset_policy, "policy/reset")):
+        needed = [(self.reset_sim, "sim/reset")]
+        if self.reset_policy_each_episode:
+            needed.append((self.reset_policy, "policy/reset"))
+        for client, what in needed:
             if not client.wait_for_service(timeout_sec=self.service_timeout):
                 log.error(
                     f"service {what} not available after {self.service_timeout:.0f} s; is the graph up?"
@@ -157,7 +161,8 @@ class Evaluator(Node):
         result = self._call(self.reset_sim, Trigger.Request(), "sim/reset")
         if not result.success:
             raise RuntimeError(f"sim/reset failed: {result.message}")
-        self._call(self.reset_policy, Trigger.Request(), "policy/reset")
+        if self.reset_policy_each_episode:
+            self._call(self.reset_policy, Trigger.Request(), "policy/reset")
         t0 = self._t0 = float(result.message.split("t0=")[1].split()[0])
         with self._lock:
             self._success_at = None

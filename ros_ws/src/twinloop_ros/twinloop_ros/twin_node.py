@@ -1,9 +1,9 @@
 """Twin node: the MuJoCo twin on the same topics as the hardware drivers.
 
 Publishes `joint_states`, `<camera>/image_raw`, `<camera>/camera_info`, `tactile/<name>/image` (32FC1),
-`sim/success` and `/clock`;
-executes `arm_controller/joint_trajectory` through the shared TrajectoryExecutor; serves
-`sim/reset` (seed from the `seed` parameter).
+`sim/success` and `/clock`; with `expert: true` its scripted expert publishes on
+`teleop/joint_trajectory` like an operator; executes `arm_controller/joint_trajectory` through the
+shared TrajectoryExecutor; serves `sim/reset` (seed from the `seed` parameter).
 
 Two clocks:
 - realtime: sim time is pinned to wall time; stamps and /clock are wall time (like a real robot);
@@ -26,11 +26,13 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from twinloop.hardware.executor import TrajectoryExecutor
+from twinloop.sim.experts import expert_chunk, get_expert
 from twinloop.sim.scene import CameraConfig
 from twinloop.sim.twin import Twin, TwinConfig
 from twinloop_ros import qos
 from twinloop_ros.conversions import (
     camera_info_from_intrinsics,
+    chunk_to_trajectory,
     numpy_to_image,
     numpy_to_joint_state,
     seconds_to_stamp,
@@ -62,6 +64,10 @@ class TwinNode(Node):
         self.lockstep_timeout = float(p("lockstep_timeout", 2.0).value)
         self.success_rate = float(p("success_rate", 10.0).value)
         self.tactile_rate = float(p("tactile_rate", 50.0).value)
+        # The scripted expert (privileged sim state) acts as a teleoperator: it publishes a chunk on
+        # teleop/joint_trajectory at every camera frame; the command mux forwards it like any operator.
+        self.expert_enabled = bool(p("expert", False).value)
+        self.expert = None
         self.twin = Twin(
             TwinConfig(
                 robot=p("robot", "so101").value,
@@ -86,6 +92,11 @@ class TwinNode(Node):
         self.pub_image = self.create_publisher(Image, f"{camera.name}/image_raw", qos.SENSOR_DATA)
         self.pub_info = self.create_publisher(CameraInfo, f"{camera.name}/camera_info", qos.LATCHED)
         self.pub_success = self.create_publisher(Bool, "sim/success", qos.EVENTS)
+        self.pub_teleop = (
+            self.create_publisher(JointTrajectory, "teleop/joint_trajectory", qos.COMMANDS)
+            if self.expert_enabled
+            else None
+        )
         self.pub_tactile = {
             name: self.create_publisher(Image, f"tactile/{name}/image", qos.SENSOR_DATA)
             for name in self.twin.tactile_names
@@ -136,6 +147,9 @@ class TwinNode(Node):
         with self._lock:
             self.twin.reset(seed)
             self.executor_.reset(self.twin.joint_state()[0])
+            if self.expert_enabled:  # seeded by the episode: same seed, same demonstration
+                self.expert = get_expert(self.twin.task.name, self.twin.robot, np.random.default_rng(seed))
+                self.expert.reset(self.twin)
             self._episode_start = self.now()
             self._command_arrived.notify_all()
         self.pub_success.publish(Bool(data=False))
@@ -205,6 +219,8 @@ class TwinNode(Node):
                 camera_due = now + eps >= next_camera
                 if camera_due:
                     self._publish_camera(now)
+                    if self.expert is not None:
+                        self.pub_teleop.publish(chunk_to_trajectory(expert_chunk(self.twin, self.expert)))
                     next_camera = max(next_camera + camera_period, now)
                 if now + eps >= next_tactile:
                     self._publish_tactile(now)
