@@ -225,17 +225,19 @@ class PickLiftExpert(_PlanExpert):
 
     def _candidates(self, twin: Twin, cube: np.ndarray, yaw: float, standoff: float):
         """(clearance from the distractors, jaw direction) for each of the cube's four face normals."""
-        task = twin.task
-        others = [twin.data.body(f"cube_{c}").xpos[:2].copy() for c in task.colours if c != task.target]
         out = []
         for k in range(4):
             angle = yaw + k * np.pi / 2
             n = np.array([np.cos(angle), np.sin(angle), 0.0])
             # the fixed jaw sits at cube - n * standoff, the open moving jaw up to ~8 cm beyond it
             probes = [cube[:2] - n[:2] * standoff, cube[:2] + n[:2] * 0.05]
-            clearance = min((np.linalg.norm(p - o) for p in probes for o in others), default=1.0)
-            out.append((clearance, n))
+            out.append((min(self._clearance(twin, p) for p in probes), n))
         return out
+
+    def _clearance(self, twin: Twin, xy: np.ndarray) -> float:
+        """Horizontal distance from `xy` to the nearest thing the jaws must not hit (the distractors)."""
+        others = [twin.data.body(b).xpos[:2] for b in twin.task.distractor_bodies]
+        return min((float(np.linalg.norm(xy - o)) for o in others), default=1.0)
 
     def _make_plan(self, twin: Twin, retry: bool = False) -> None:
         rng = self.rng
@@ -311,9 +313,129 @@ class PickLiftExpert(_PlanExpert):
         self.plan = plan
 
 
+class PlaceInBinExpert(PickLiftExpert):
+    """place_cube_in_bin: the pick expert's grasp and lift, then carry above the bin, lower, open, retreat.
+
+    Phase-level closed loop on privileged state: when the lift ends, a held cube gets a place plan made
+    from the current state; a cube that was not picked, or that lies outside the bin once the place plan
+    is over, gets a fresh pick (up to `max_replans` re-plans in all).
+    """
+
+    max_replans = 3
+
+    def reset(self, twin: Twin) -> None:
+        self.placing = False
+        super().reset(twin)
+
+    def _clearance(self, twin: Twin, xy: np.ndarray) -> float:
+        # the pads collide with the bin's walls (see PlaceCubeInBin), so keep the jaws off them too
+        return min(super()._clearance(twin, xy), twin.task.distance_to_bin(twin.data, xy))
+
+    def _update(self, twin: Twin) -> None:
+        if twin.time < self.phase_end:
+            return
+        task = twin.task
+        if not self.placing and task.held(twin.model, twin.data, twin.robot.ee_site):
+            self.placing = True
+            self._place_plan(twin)
+        elif self.replans < self.max_replans and not (self.placing and task.inside(twin.data)):
+            self.replans += 1
+            self.placing = False
+            self._make_plan(twin, retry=True)
+
+    def _site_target(self, cube_goal: np.ndarray, offset: np.ndarray, n: np.ndarray, q: np.ndarray):
+        """IK for the tool pose that puts the held cube's centre at `cube_goal`.
+
+        `offset` is the cube centre in the tool-site frame (measured once the cube is held); the site's
+        orientation depends on the solution, so a few fixed-point rounds. Returns (q, position error m).
+        """
+        kin = self.kin
+        site_goal = cube_goal - offset  # first guess: offset as if the site frame were the world's
+        for _ in range(3):
+            q, _, _ = solve_grasp_ik(kin, site_goal, n, q)
+            kin.forward(q)
+            rot = kin.data.site_xmat[kin.site_id].reshape(3, 3)
+            site_goal = cube_goal - rot @ offset
+        q, _, _ = solve_grasp_ik(kin, site_goal, n, q)
+        kin.forward(q)
+        cube = kin.data.site_xpos[kin.site_id] + kin.data.site_xmat[kin.site_id].reshape(3, 3) @ offset
+        return q, float(np.linalg.norm(cube - cube_goal))
+
+    def _place_plan(self, twin: Twin) -> None:
+        rng = self.rng
+        task = twin.task
+        gi = self.gripper_index
+        site = twin.data.site(twin.robot.ee_site)
+        rot = site.xmat.reshape(3, 3)
+        offset = rot.T @ (twin.data.body(task.target_body).xpos - site.xpos)
+        q0 = twin.joint_state()[0]
+        centre, bin_yaw = task.bin_pose(twin.data)
+
+        speed = rng.uniform(0.8, 1.4)  # rad/s
+        lower_speed = rng.uniform(0.05, 0.10)  # m/s
+        c, s = np.cos(bin_yaw), np.sin(bin_yaw)
+        local = rng.uniform(-0.01, 0.01, 2)  # m: where over the floor, in the bin's frame
+        drop = np.array([centre[0] + c * local[0] - s * local[1], centre[1] + s * local[0] + c * local[1]])
+        # release with the cube's bottom this far above the wall top: the pads (7 mm below the cube
+        # centre at most) then stay above the walls they collide with
+        release_z = task.wall_height + task.half + rng.uniform(0.006, 0.02)
+        carry_z = release_z + rng.uniform(0.03, 0.06)
+        opening = rng.uniform(0.6, 1.0)  # rad
+        retreat = rng.uniform(0.04, 0.08)  # m up
+
+        # jaw direction over the bin: any is fine for a cube in the middle; draw among the reachable ones
+        jaw = rot[:, 2]
+        base = float(np.arctan2(jaw[1], jaw[0]))
+        options = []
+        for k in range(-2, 3):
+            angle = base + k * np.pi / 4
+            n = np.array([np.cos(angle), np.sin(angle), 0.0])
+            q_rel, err = self._site_target(np.array([*drop, release_z]), offset, n, q0)
+            if err < 0.004:
+                options.append((n, q_rel))
+        if not options:  # keep holding: the episode fails and says so
+            self.phase_end = np.inf
+            return
+        n, q_rel = options[rng.integers(len(options))]
+
+        plan = _start_plan(twin)
+        plan.add(q0, rng.uniform(0.0, 0.2))
+        # carry: a few waypoints on the straight line at carry height, so the cube passes over the walls
+        # and the distractor instead of dipping through them as a joint-space blend might
+        start = twin.data.body(task.target_body).xpos.copy()
+        start_z = max(start[2], carry_z)
+        q_prev = q0
+        steps = 4
+        for i in range(1, steps + 1):
+            xy = start[:2] + (drop - start[:2]) * i / steps
+            z = start_z + (carry_z - start_z) * i / steps
+            q_i, _ = self._site_target(np.array([*xy, z]), offset, n, q_prev)
+            q_i[gi] = GRIPPER_CLOSED
+            plan.move(q_i, speed, min_duration=0.25)
+            q_prev = q_i
+        for i in range(1, 3):  # lower
+            z = carry_z + (release_z - carry_z) * i / 2
+            q_i, _ = self._site_target(np.array([*drop, z]), offset, n, q_prev)
+            q_i[gi] = GRIPPER_CLOSED
+            plan.add(q_i, (carry_z - release_z) / 2 / lower_speed)
+            q_prev = q_i
+        plan.add(q_prev, rng.uniform(0.1, 0.3))  # settle
+        q_open = q_prev.copy()
+        q_open[gi] = opening
+        plan.add(q_open, rng.uniform(0.3, 0.6))
+        plan.add(q_open, rng.uniform(0.2, 0.4))
+        kin_site = self.kin.forward(q_open)
+        q_up, _ = self.kin.solve_ik(kin_site + np.array([0.0, 0.0, retreat]), q_open, rest=q_open)
+        q_up[gi] = opening
+        plan.move(q_up, speed)
+        self.phase_end = plan.end + 0.5
+        self.plan = plan
+
+
 _EXPERTS: dict[str, Callable[[RobotSpec, np.random.Generator], Expert]] = {
     "reach_cube": ReachExpert,
     "pick_lift_cube": PickLiftExpert,
+    "place_cube_in_bin": PlaceInBinExpert,
 }
 
 
