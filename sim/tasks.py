@@ -255,6 +255,7 @@ class PlaceCubeInBin(_GraspableCubes):
     bin_yaw: float = np.pi / 6  # rad, +- around axis-aligned
     x_range: tuple[float, float] = (0.13, 0.26)  # cubes
     y_range: tuple[float, float] = (-0.16, 0.16)
+    max_reach: float = 0.27  # m from the base axis for cubes: the pick expert failed from ~0.28 m
     bin_clearance: float = 0.045  # m from a cube centre to the bin's outer walls: room for the open jaw
     min_separation: float = 0.075  # m between cube centres, as in PickLiftCube
 
@@ -346,8 +347,10 @@ class PlaceCubeInBin(_GraspableCubes):
         for body in ("cube", "cube_distractor"):
             for _ in range(1000):  # rejection sampling; the area left beside the bin fits two cubes
                 xy = np.array([rng.uniform(*self.x_range), rng.uniform(*self.y_range)])
-                if self.distance_to_bin(data, xy) >= self.bin_clearance and all(
-                    np.linalg.norm(xy - other) >= self.min_separation for other in placed
+                if (
+                    np.linalg.norm(xy) <= self.max_reach
+                    and self.distance_to_bin(data, xy) >= self.bin_clearance
+                    and all(np.linalg.norm(xy - other) >= self.min_separation for other in placed)
                 ):
                     break
             placed.append(xy)
