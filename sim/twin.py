@@ -13,7 +13,7 @@ import mujoco
 import numpy as np
 
 from twinloop.hardware.executor import JointLimits
-from twinloop.sim.robots import RobotSpec, TactilePad, get_robot, home_array
+from twinloop.sim.robots import RobotSpec, TactilePad, get_robot, home_array, velocity_array
 from twinloop.sim.scene import CameraConfig, build_spec, disable_shadows, tactile_object_name, taxel_grid
 from twinloop.sim.tasks import get_task
 
@@ -49,7 +49,7 @@ class Twin:
         self.limits = JointLimits(
             lower=self.model.jnt_range[ids, 0].copy(),
             upper=self.model.jnt_range[ids, 1].copy(),
-            velocity=np.full(len(ids), self.robot.max_velocity),
+            velocity=velocity_array(self.robot),
         )
         self.substeps = max(1, round(1.0 / (self.config.control_rate * self.config.timestep)))
         self._tactile = {pad.name: _TactileReader(self.model, pad) for pad in self.robot.tactile}
@@ -133,6 +133,18 @@ class Twin:
             renderer = self._renderers[name] = mujoco.Renderer(self.model, cam.height, cam.width)
         renderer.update_scene(self.data, camera=name)
         return renderer.render()
+
+    def camera_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Current world position and world-from-camera rotation (OpenCV optical convention: z forward,
+        y down) of camera `name`, read from the simulation state (`cam_xpos`/`cam_xmat`, valid after
+        `step`/`reset`), so a camera mounted on the arm reports its true current extrinsics.
+
+        A world point X is at `(X - position) @ rotation` in the camera frame.
+        """
+        self.camera(name)  # readable error for an unknown name
+        cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+        rotation = self.data.cam_xmat[cam_id].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])
+        return self.data.cam_xpos[cam_id].copy(), rotation
 
     def intrinsics(self, name: str) -> np.ndarray:
         """Pinhole K of a MuJoCo camera: square pixels, optical axis through the image centre.

@@ -16,6 +16,8 @@ CONTRACT_TOPICS = [
     "joint_states",
     "front/image_raw",
     "front/camera_info",
+    "wrist/image_raw",
+    "wrist/camera_info",
     "tactile/fixed_jaw/image",
     "tactile/moving_jaw/image",
     "sim/success",
@@ -37,6 +39,11 @@ def test_graph_speaks_the_topic_contract_and_stops_cleanly(ros_graph):
     image = graph.echo("front/image_raw", "sensor_msgs/Image")[0]
     assert (image["width"], image["height"], image["encoding"]) == (320, 240, "rgb8")
     assert image["data_len"] == image["step"] * image["height"]
+    # the wrist camera comes from dotted per-camera parameters (wrist.width, ...) in the spec
+    wrist = graph.echo("wrist/image_raw", "sensor_msgs/Image")[0]
+    assert (wrist["width"], wrist["height"], wrist["encoding"]) == (160, 120, "rgb8")
+    wrist_info = graph.echo("wrist/camera_info", "sensor_msgs/CameraInfo")[0]
+    assert wrist_info["k"][2] == pytest.approx((160 - 1) / 2) and wrist_info["k"][5] == pytest.approx(59.5)
     for finger in ("fixed_jaw", "moving_jaw"):
         taxels = graph.echo(f"tactile/{finger}/image", "sensor_msgs/Image")[0]
         assert (taxels["encoding"], taxels["height"], taxels["width"]) == ("32FC1", 8, 6)

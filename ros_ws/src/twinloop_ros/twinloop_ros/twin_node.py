@@ -1,6 +1,8 @@
 """Twin node: the MuJoCo twin on the same topics as the hardware drivers.
 
-Publishes `joint_states`, `<camera>/image_raw`, `<camera>/camera_info`, `tactile/<name>/image` (32FC1),
+Publishes `joint_states`, `<camera>/image_raw` and `<camera>/camera_info` for every camera named in the
+`cameras` parameter (each configured by `<camera>.width/.height/.fovy/.pos/.target/.body`, all rendered
+at `camera_rate`), `tactile/<name>/image` (32FC1),
 `sim/success` and `/clock`; with `expert: true` its scripted expert publishes on
 `teleop/joint_trajectory` like an operator; executes `arm_controller/joint_trajectory` through the
 shared TrajectoryExecutor; serves `sim/reset` (seed from the `seed` parameter).
@@ -27,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from twinloop.hardware.executor import TrajectoryExecutor
 from twinloop.sim.experts import expert_chunk, get_expert
-from twinloop.sim.scene import CameraConfig
+from twinloop.sim.scene import WRIST_CAMERAS, CameraConfig, wrist_camera
 from twinloop.sim.twin import Twin, TwinConfig
 from twinloop_ros import qos
 from twinloop_ros.conversions import (
@@ -52,14 +54,8 @@ class TwinNode(Node):
         if self.mode not in ("lockstep", "realtime"):
             raise ValueError(f"parameter mode must be 'lockstep' or 'realtime', got '{self.mode}'")
         p("seed", 0)
-        camera = CameraConfig(
-            name=p("camera_name", "front").value,
-            width=p("camera_width", 320).value,
-            height=p("camera_height", 240).value,
-            fovy=p("camera_fovy", 45.0).value,
-            pos=tuple(p("camera_pos", [0.55, 0.0, 0.45]).value),
-            target=tuple(p("camera_target", [0.2, 0.0, 0.0]).value),
-        )
+        robot = p("robot", "so101").value
+        cameras = tuple(self._declare_camera(name, robot) for name in p("cameras", ["front"]).value)
         self.camera_rate = float(p("camera_rate", 10.0).value)
         self.lockstep_timeout = float(p("lockstep_timeout", 2.0).value)
         self.success_rate = float(p("success_rate", 10.0).value)
@@ -70,13 +66,13 @@ class TwinNode(Node):
         self.expert = None
         self.twin = Twin(
             TwinConfig(
-                robot=p("robot", "so101").value,
+                robot=robot,
                 task=p("task", "reach_cube").value,
-                cameras=(camera,),
+                cameras=cameras,
                 control_rate=float(p("control_rate", 100.0).value),
             )
         )
-        self.camera = camera
+        self.cameras = cameras
         self.executor_ = TrajectoryExecutor(
             self.twin.joint_names, self.twin.limits, command_timeout=float(p("command_timeout", 0.5).value)
         )
@@ -89,8 +85,14 @@ class TwinNode(Node):
         self._clock_offset = time.time() - self.twin.time if self.mode == "realtime" else 0.0
 
         self.pub_joints = self.create_publisher(JointState, "joint_states", qos.JOINT_STATES)
-        self.pub_image = self.create_publisher(Image, f"{camera.name}/image_raw", qos.SENSOR_DATA)
-        self.pub_info = self.create_publisher(CameraInfo, f"{camera.name}/camera_info", qos.LATCHED)
+        self.pub_images = {
+            cam.name: self.create_publisher(Image, f"{cam.name}/image_raw", qos.SENSOR_DATA)
+            for cam in cameras
+        }
+        self.pub_infos = {
+            cam.name: self.create_publisher(CameraInfo, f"{cam.name}/camera_info", qos.LATCHED)
+            for cam in cameras
+        }
         self.pub_success = self.create_publisher(Bool, "sim/success", qos.EVENTS)
         self.pub_teleop = (
             self.create_publisher(JointTrajectory, "teleop/joint_trajectory", qos.COMMANDS)
@@ -108,11 +110,41 @@ class TwinNode(Node):
             JointTrajectory, "arm_controller/joint_trajectory", self._on_command, qos.COMMANDS
         )
         self.create_service(Trigger, "sim/reset", self._on_reset)
-        self._camera_info_K = self.twin.intrinsics(camera.name)
+        self._camera_info_K = {cam.name: self.twin.intrinsics(cam.name) for cam in cameras}
+        described = ", ".join(
+            f"{cam.name} {cam.width}x{cam.height}" + (f" on {cam.body}" if cam.body else "")
+            for cam in cameras
+        )
         self.get_logger().info(
             f"twin ready: robot={self.twin.robot.name} task={self.twin.task.name} mode={self.mode} "
-            f"camera={camera.name} {camera.width}x{camera.height}@{self.camera_rate:g}Hz "
+            f"cameras=[{described}]@{self.camera_rate:g}Hz "
             f"control={1.0 / self.twin.control_period:g}Hz"
+        )
+
+    def _declare_camera(self, name: str, robot: str) -> CameraConfig:
+        """One camera from the parameters `<name>.width/.height/.fovy/.pos/.target/.body`.
+
+        Defaults: `front` is the fixed front camera, `wrist` the robot's wrist camera (scene.WRIST_CAMERAS),
+        any other name starts from the front camera's pose. `body` "" means fixed in the world.
+        """
+        if not name or "/" in name or "." in name:
+            raise ValueError(f"parameter cameras: invalid camera name '{name}'")
+        base = wrist_camera(robot) if name == "wrist" and robot in WRIST_CAMERAS else CameraConfig()
+        if name == "wrist" and robot not in WRIST_CAMERAS:
+            self.get_logger().warning(
+                f"no default wrist camera for robot '{robot}': set wrist.body/.pos/.target, "
+                "else it sits at the front camera's pose"
+            )
+        p = self.declare_parameter
+        return CameraConfig(
+            name=name,
+            width=int(p(f"{name}.width", base.width).value),
+            height=int(p(f"{name}.height", base.height).value),
+            fovy=float(p(f"{name}.fovy", base.fovy).value),
+            pos=tuple(float(v) for v in p(f"{name}.pos", list(base.pos)).value),
+            target=tuple(float(v) for v in p(f"{name}.target", list(base.target)).value),
+            body=p(f"{name}.body", base.body or "").value or None,
+            up=base.up,
         )
 
     def close(self) -> None:
@@ -165,16 +197,17 @@ class TwinNode(Node):
         pos, vel, effort = self.twin.joint_state()
         self.pub_joints.publish(numpy_to_joint_state(self.twin.joint_names, pos, vel, effort, stamp=stamp))
 
-    def _publish_camera(self, stamp: float) -> None:
-        frame_id = f"{self.camera.name}_optical_frame"
-        image = self.twin.render(self.camera.name)
-        # camera_info first, so a consumer that sees the image already has the matching intrinsics
-        self.pub_info.publish(
-            camera_info_from_intrinsics(
-                self.camera.width, self.camera.height, self._camera_info_K, stamp=stamp, frame_id=frame_id
+    def _publish_cameras(self, stamp: float) -> None:
+        for cam in self.cameras:
+            frame_id = f"{cam.name}_optical_frame"
+            image = self.twin.render(cam.name)
+            # camera_info first, so a consumer that sees the image already has the matching intrinsics
+            self.pub_infos[cam.name].publish(
+                camera_info_from_intrinsics(
+                    cam.width, cam.height, self._camera_info_K[cam.name], stamp=stamp, frame_id=frame_id
+                )
             )
-        )
-        self.pub_image.publish(numpy_to_image(image, "rgb8", stamp=stamp, frame_id=frame_id))
+            self.pub_images[cam.name].publish(numpy_to_image(image, "rgb8", stamp=stamp, frame_id=frame_id))
 
     def _publish_tactile(self, stamp: float) -> None:
         for name, pub in self.pub_tactile.items():
@@ -190,7 +223,7 @@ class TwinNode(Node):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (
-                self.pub_image.get_subscription_count() > 0
+                any(pub.get_subscription_count() > 0 for pub in self.pub_images.values())
                 and self.count_publishers(self.resolve_topic_name("arm_controller/joint_trajectory")) > 0
             ):
                 time.sleep(0.5)  # let the remaining endpoints of the graph match too
@@ -218,7 +251,7 @@ class TwinNode(Node):
                 self._publish_joint_state(now)
                 camera_due = now + eps >= next_camera
                 if camera_due:
-                    self._publish_camera(now)
+                    self._publish_cameras(now)
                     if self.expert is not None:
                         self.pub_teleop.publish(chunk_to_trajectory(expert_chunk(self.twin, self.expert)))
                     next_camera = max(next_camera + camera_period, now)
