@@ -70,6 +70,9 @@ class ScriptedReachPolicy:
 
     def predict_chunk(self, obs: Observation) -> np.ndarray:
         cfg = self.config
+        missing = [n for n in cfg.joint_names if n not in obs.joint_names]
+        if missing:
+            raise ValueError(f"observation lacks joints {missing} (policy is for robot '{cfg.robot}')")
         order = [obs.joint_names.index(n) for n in cfg.joint_names]
         q = np.asarray(obs.state, float)[order]
         cube = self.locate_cube(obs)

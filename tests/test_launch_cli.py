@@ -139,7 +139,12 @@ def test_non_utf8_spec(tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "needle"),
-    [("sleeper_rate=3", "NODE.PARAM=VALUE"), ("sleeper.rate", "NODE.PARAM=VALUE"), ("ghost.rate=3", "ghost")],
+    [
+        ("sleeper_rate=3", "NODE.PARAM=VALUE"),
+        ("sleeper.rate", "NODE.PARAM=VALUE"),
+        ("ghost.rate=3", "ghost"),
+        ('sleeper.args={"a": 1}', "a mapping is not a ROS parameter"),
+    ],
 )
 def test_bad_set(tmp_path, override, needle):
     path = write_spec(tmp_path, [fake("sleeper", "sleeper")])

@@ -48,6 +48,11 @@ def _apply_overrides(spec, overrides: dict[str, str]):
             node_name, param = key.split(".", 1)
             if node_name == node.name:
                 params[param] = yaml.safe_load(value)
+                if isinstance(params[param], dict):
+                    raise SpecError(
+                        f"--set {key}: a mapping is not a ROS parameter; quote JSON text as a string "
+                        f"(--set '{key}=\"...\"') or set dotted names ({key}.name=value)"
+                    )
         nodes.append(dataclasses.replace(node, parameters=params))
     return dataclasses.replace(spec, nodes=tuple(nodes))
 

@@ -41,7 +41,14 @@ class PolicyServer(Node):
         super().__init__("policy_server")
         p = self.declare_parameter
         self.policy_name = p("policy", "scripted_reach").value
-        policy_kwargs = json.loads(p("policy_args", "{}").value)
+        try:
+            policy_kwargs = json.loads(p("policy_args", "{}").value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"parameter policy_args is not a JSON object: {exc}") from None
+        if not isinstance(policy_kwargs, dict):
+            raise ValueError("parameter policy_args must be a JSON object, e.g. '{\"hover\": 0.05}'")
+        # the robot the policy commands; the twin and arm drivers take the same parameter
+        policy_kwargs.setdefault("robot", p("robot", "so101").value)
         self.camera_name = p("camera_name", "front").value
         # Camera extrinsics (world-from-camera), given as a position and a look-at target. The twin takes
         # the same two values from the graph spec; on hardware they come from hand-eye calibration.
