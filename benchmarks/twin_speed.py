@@ -82,6 +82,7 @@ def bench_twin(seconds: float = 2.0, render_seconds: float = 2.0) -> list[dict]:
     finally:
         twin.close()
 
+    cams_entry = _rtf_with_cameras(seconds)
     bare_name = f"{PREFIX}.bare_mj_step.steps_per_s"
     return [
         entry(
@@ -110,4 +111,42 @@ def bench_twin(seconds: float = 2.0, render_seconds: float = 2.0) -> list[dict]:
             notes=render_notes,
             error=render_error,
         ),
+        cams_entry,
     ]
+
+
+def _rtf_with_cameras(seconds: float, size: int = 128, rate: float = 10.0) -> dict:
+    """Real-time factor of physics plus two size x size cameras (front, wrist) rendered at `rate` Hz."""
+    from twinloop.sim.scene import CameraConfig, wrist_camera
+    from twinloop.sim.twin import Twin, TwinConfig
+
+    cameras = (CameraConfig(width=size, height=size), wrist_camera("so101", width=size, height=size))
+    twin = Twin(TwinConfig(cameras=cameras))
+    name = f"{PREFIX}.two_cameras_{size}x{size}_at_{rate:g}hz.real_time_factor"
+    progress(f"{name}: Twin.step with front + wrist rendered every {1 / rate:g} s sim, for {seconds:g} s")
+    try:
+        targets = twin.joint_state()[0]
+        for cam in cameras:  # GL context and model upload outside the timing
+            twin.render(cam.name)
+        ticks_per_frame = max(1, round(1.0 / (rate * twin.control_period)))
+        tick = 0
+
+        def body() -> None:
+            nonlocal tick
+            if tick % ticks_per_frame == 0:
+                for cam in cameras:
+                    twin.render(cam.name)
+            twin.step(targets)
+            tick += 1
+
+        sim_t0 = twin.time
+        calls, elapsed = _timed_loop(body, seconds, batch=ticks_per_frame)
+        rtf = (twin.time - sim_t0) / elapsed
+    finally:
+        twin.close()
+    return entry(
+        name,
+        rtf,
+        "x",
+        notes=f"{calls // ticks_per_frame} frames per camera in {elapsed:.2f} s; issue 3 target >= 3x",
+    )
