@@ -38,8 +38,9 @@ def _cases() -> list[Case]:
                 "twin.bare_mj_step.steps_per_s",
                 "twin.step.real_time_factor",
                 "twin.render.front_320x240.fps",
+                "twin.two_cameras_128x128_at_10hz.real_time_factor",
             ),
-            ("steps/s", "steps/s", "x", "fps"),
+            ("steps/s", "steps/s", "x", "fps", "x"),
             twin_speed.bench_twin,
         ),
     ]
