@@ -29,11 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-import mujoco
 import numpy as np
 
 from twinloop.hardware.executor import TrajectoryChunk, TrajectoryExecutor
-from twinloop.sim.kinematics import ArmKinematics
+from twinloop.sim.kinematics import ArmKinematics, AxisGoal
 from twinloop.sim.robots import RobotSpec, home_array
 
 if TYPE_CHECKING:
@@ -82,35 +81,21 @@ def solve_grasp_ik(
     1.66 rad limit, so the approach tilts about the jaw axis there, which a parallel grasp tolerates.
     Weights are metres per radian. Returns (q, position error m, jaw-axis error rad).
     """
-    model, data = kin.model, kin.data
-    q = np.clip(np.asarray(q_init, float).copy(), kin.lower, kin.upper)
-    cols = kin.dof_adr[kin.arm_mask]
-    jacp = np.zeros((3, model.nv))
-    jacr = np.zeros((3, model.nv))
     jaw = np.array([jaw_direction[0], jaw_direction[1], 0.0])
-    jaw /= np.linalg.norm(jaw)
-    down = np.array([0.0, 0.0, -1.0])
-    pos_err = jaw_err = np.inf
-    for _ in range(iterations):
-        pos = kin.forward(q)
-        rot = data.site_xmat[kin.site_id].reshape(3, 3)
-        dp = np.asarray(target_pos, float) - pos
-        e_jaw = np.cross(rot[:, 2], jaw)  # rotation vector turning the site z onto the jaw direction
-        e_down = np.cross(rot[:, 0], down)
-        pos_err, jaw_err = float(np.linalg.norm(dp)), float(np.linalg.norm(e_jaw))
-        mujoco.mj_jacSite(model, data, jacp, jacr, kin.site_id)
-        jr = jacr[:, cols]
-        jac = np.vstack([jacp[:, cols], jaw_weight * jr, down_weight * jr])
-        err = np.concatenate([dp, jaw_weight * e_jaw, down_weight * e_down])
-        step = jac.T @ np.linalg.solve(jac @ jac.T + damping * np.eye(9), err)
-        if np.max(np.abs(step)) < 1e-6:
-            break
-        q[kin.arm_mask] += np.clip(step, -0.2, 0.2)
-        q = np.clip(q, kin.lower, kin.upper)
-    pos = kin.forward(q)
-    rot = data.site_xmat[kin.site_id].reshape(3, 3)
-    pos_err = float(np.linalg.norm(np.asarray(target_pos, float) - pos))
-    jaw_err = float(np.linalg.norm(np.cross(rot[:, 2], jaw)))
+    goals = [AxisGoal(2, jaw, jaw_weight), AxisGoal(0, np.array([0.0, 0.0, -1.0]), down_weight)]
+    # no early stop on tolerance and no rest pull: iterate until the steps vanish
+    q, pos_err = kin.solve_ik(
+        target_pos,
+        q_init,
+        iterations=iterations,
+        damping=damping,
+        tolerance=0.0,
+        axes=goals,
+        rest_gain=0.0,
+        step_tolerance=1e-6,
+    )
+    rot = kin.data.site_xmat[kin.site_id].reshape(3, 3)  # kin holds q's kinematics after solve_ik
+    jaw_err = float(np.linalg.norm(np.cross(rot[:, 2], jaw / np.linalg.norm(jaw))))
     return q, pos_err, jaw_err
 
 

@@ -8,10 +8,21 @@ direction, e.g. the 7-DoF Panda's tool z-axis straight down; without it the solv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import mujoco
 import numpy as np
 
 from twinloop.sim.robots import RobotSpec
+
+
+class AxisGoal(NamedTuple):
+    """Turn the site frame's axis `site_axis` (0 x, 1 y, 2 z) onto the world `direction`."""
+
+    site_axis: int
+    direction: np.ndarray
+    weight: float  # metres per radian, against the position rows
 
 
 class ArmKinematics:
@@ -56,42 +67,61 @@ class ArmKinematics:
         site_axis: int = 2,
         axis_weight: float = 0.3,
         axis_tolerance: float = 1e-2,
+        axes: Sequence[AxisGoal] = (),
+        rest_gain: float = 0.1,
+        step_tolerance: float = 0.0,
     ) -> tuple[np.ndarray, float]:
         """Joint positions that put the site at `target`; returns (q, residual distance in metres).
 
-        With `axis` (a world direction), the site frame's axis number `site_axis` (0 x, 1 y, 2 z) is also
-        turned onto it: `axis_weight` metres per radian weights that task row against position, and the
-        loop stops only when the angle is below `axis_tolerance` (rad) too. Use `axis_error` to read it.
+        Orientation goals turn axes of the site frame onto world directions: `axis` (with `site_axis`,
+        `axis_weight`) is the one-goal shorthand, `axes` a list of `AxisGoal`s (e.g. a grasp: jaw axis
+        across the cube, approach axis weakly down). Weights are metres per radian against position. The
+        loop stops when the position is within `tolerance` and every goal within `axis_tolerance` (rad),
+        or when a step is smaller than `step_tolerance`. `rest_gain` pulls the redundant joints toward
+        `rest` in the null space (0 turns it off).
         """
+        goals = list(axes)
+        if axis is not None:
+            goals.append(AxisGoal(site_axis, np.asarray(axis, float), axis_weight))
+        goals = [
+            AxisGoal(g.site_axis, np.asarray(g.direction, float) / np.linalg.norm(g.direction), g.weight)
+            for g in goals
+        ]
         q = np.clip(np.asarray(q_init, float).copy(), self.lower, self.upper)
         rest = q.copy() if rest is None else np.asarray(rest, float)
         jac = np.zeros((3, self.model.nv))
         jac_rot = np.zeros((3, self.model.nv))
         cols = self.dof_adr[self.arm_mask]
-        direction = None if axis is None else np.asarray(axis, float) / np.linalg.norm(axis)
         error = np.inf
         for _ in range(iterations):
             pos = self.forward(q)
             delta = np.asarray(target, float) - pos
             error = float(np.linalg.norm(delta))
-            if direction is None:
+            if not goals:
                 if error < tolerance:
                     break
                 mujoco.mj_jacSite(self.model, self.data, jac, None, self.site_id)
                 j = jac[:, cols]
             else:
-                # rotation vector that turns the site axis onto `direction`; the site's angular velocity
-                # w changes the axis by w x axis, so the rotational Jacobian rows drive it to this vector
-                turn = np.cross(self.data.site_xmat[self.site_id].reshape(3, 3)[:, site_axis], direction)
-                if error < tolerance and self._angle(site_axis, direction) < axis_tolerance:
+                if error < tolerance and all(
+                    self._angle(g.site_axis, g.direction) < axis_tolerance for g in goals
+                ):
                     break
+                # rotation vector that turns a site axis onto its direction; the site's angular velocity
+                # w changes the axis by w x axis, so the rotational Jacobian rows drive it to this vector
+                rot = self.data.site_xmat[self.site_id].reshape(3, 3)
                 mujoco.mj_jacSite(self.model, self.data, jac, jac_rot, self.site_id)
-                j = np.vstack([jac[:, cols], axis_weight * jac_rot[:, cols]])
-                delta = np.concatenate([delta, axis_weight * turn])
+                j = np.vstack([jac[:, cols], *(g.weight * jac_rot[:, cols] for g in goals)])
+                delta = np.concatenate(
+                    [delta, *(g.weight * np.cross(rot[:, g.site_axis], g.direction) for g in goals)]
+                )
             step = j.T @ np.linalg.solve(j @ j.T + damping * np.eye(len(delta)), delta)
-            # null-space pull toward the rest pose keeps the elbow up and the wrist tidy
-            null = np.eye(len(cols)) - np.linalg.pinv(j) @ j
-            step += 0.1 * null @ (rest[self.arm_mask] - q[self.arm_mask])
+            if np.max(np.abs(step)) < step_tolerance:
+                break
+            if rest_gain:
+                # null-space pull toward the rest pose keeps the elbow up and the wrist tidy
+                null = np.eye(len(cols)) - np.linalg.pinv(j) @ j
+                step += rest_gain * null @ (rest[self.arm_mask] - q[self.arm_mask])
             q[self.arm_mask] += np.clip(step, -0.2, 0.2)
             q = np.clip(q, self.lower, self.upper)
         else:  # out of iterations: `error` belongs to the previous iterate, not to the q returned

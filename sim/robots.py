@@ -46,7 +46,7 @@ class RobotSpec:
     max_velocity: float  # rad/s, used by the executor's rate limit
     tactile: tuple[TactilePad, ...] = ()  # finger taxel plates, see scene.add_finger_tactile
     # per-joint velocity limits (joint_names order) where the robot publishes them; None: max_velocity
-    # for every joint. `max_velocity` stays the scalar the twin uses today (the smallest entry).
+    # for every joint (see velocity_array, which the twin's executor uses).
     velocity_limits: tuple[float, ...] | None = None
 
 

@@ -118,7 +118,6 @@ def wrist_camera(robot: str, **overrides) -> CameraConfig:
 
 def build_spec(robot: RobotSpec, cameras: tuple[CameraConfig, ...]) -> mujoco.MjSpec:
     spec = mujoco.MjSpec.from_file(str(robot.mjcf))
-    spec.option.timestep = 0.002
     spec.visual.quality.offsamples = 0  # MSAA off: 5-10x faster on the CPU renderer (NOTES.md)
     width = max([c.width for c in cameras] + [64])
     height = max([c.height for c in cameras] + [64])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from twinloop.calibration.pinhole import intrinsics_from_fovy
 from twinloop.hardware.executor import JointLimits
 from twinloop.sim.robots import RobotSpec, TactilePad, get_robot, home_array, velocity_array
 from twinloop.sim.scene import CameraConfig, build_spec, disable_shadows, tactile_object_name, taxel_grid
@@ -147,17 +148,10 @@ class Twin:
         return self.data.cam_xpos[cam_id].copy(), rotation
 
     def intrinsics(self, name: str) -> np.ndarray:
-        """Pinhole K of a MuJoCo camera: square pixels, optical axis through the image centre.
-
-        In ROS/OpenCV pixel-centre coordinates the centre is ((W-1)/2, (H-1)/2); checked against renders
-        in tests/test_conversions.py.
-        """
+        """Pinhole K of a MuJoCo camera (square pixels, principal point ((W-1)/2, (H-1)/2))."""
         cam = self.camera(name)
         fovy = self.model.cam_fovy[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, name)]
-        focal = 0.5 * cam.height / np.tan(np.deg2rad(fovy) / 2.0)
-        return np.array(
-            [[focal, 0.0, (cam.width - 1) / 2.0], [0.0, focal, (cam.height - 1) / 2.0], [0.0, 0.0, 1.0]]
-        )
+        return intrinsics_from_fovy(cam.width, cam.height, fovy)
 
     def close(self) -> None:
         for renderer in self._renderers.values():

@@ -32,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from twinloop.calibration.pinhole import intrinsics_from_fovy
 from twinloop.hardware.executor import TrajectoryChunk
 
 __all__ = [
@@ -502,19 +503,10 @@ def camera_info_from_fovy(
 ) -> CameraInfo:
     """The CameraInfo of a MuJoCo camera given by its vertical field of view (``cam_fovy``, degrees).
 
-    MuJoCo renders through a symmetric OpenGL frustum with square pixels, so
-    fy = fx = (height / 2) / tan(fovy / 2) and the optical axis hits the middle of the viewport, i.e. pixel
-    *edge* coordinate (width / 2, height / 2). ROS (like OpenCV) puts integer coordinates at pixel *centres*,
-    so the principal point is cx = (width - 1) / 2, cy = (height - 1) / 2 - the same convention as
-    dm_control's ``Camera.matrix``. Checked by rendering a sphere on the optical axis of a 160x120 MuJoCo
-    camera: its centroid is at (79.5, 59.5), and off-axis spheres land where this K projects them (< 0.15 px).
+    K as `twinloop.calibration.pinhole.intrinsics_from_fovy` (principal point ((W-1)/2, (H-1)/2)).
     Cameras defined with MuJoCo's ``focal``/``principal``/``sensorsize`` attributes are not covered: build
     their K with :func:`camera_info_from_intrinsics`.
     """
     w, h = _image_size(width, height)
-    fovy = float(fovy_deg)
-    if not 0.0 < fovy < 180.0:
-        raise ValueError(f"fovy must be in (0, 180) degrees, got {fovy_deg}")
-    f = (h / 2.0) / math.tan(math.radians(fovy) / 2.0)
-    k = np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
+    k = intrinsics_from_fovy(w, h, fovy_deg)
     return camera_info_from_intrinsics(w, h, k, stamp=stamp, frame_id=frame_id)
