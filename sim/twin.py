@@ -26,6 +26,8 @@ class TwinConfig:
     cameras: tuple[CameraConfig, ...] = field(default_factory=lambda: (CameraConfig(),))
     timestep: float = 0.002  # s, physics
     control_rate: float = 100.0  # Hz, executor ticks (and joint_states rate)
+    # named, seeded robustness knobs, "NAME" or "NAME=LEVEL" (see twinloop.sim.perturbations)
+    perturbations: tuple[str, ...] = ()
 
 
 class Twin:

@@ -55,7 +55,9 @@ class TwinNode(Node):
             raise ValueError(f"parameter mode must be 'lockstep' or 'realtime', got '{self.mode}'")
         p("seed", 0)
         robot = p("robot", "so101").value
-        cameras = tuple(self._declare_camera(name, robot) for name in p("cameras", ["front"]).value)
+        # an empty list in a parameter file arrives untyped (None): no cameras
+        names = p("cameras", ["front"]).value or []
+        cameras = tuple(self._declare_camera(name, robot) for name in names)
         self.camera_rate = float(p("camera_rate", 10.0).value)
         self.lockstep_timeout = float(p("lockstep_timeout", 2.0).value)
         self.success_rate = float(p("success_rate", 10.0).value)
@@ -70,6 +72,8 @@ class TwinNode(Node):
                 task=p("task", "reach_cube").value,
                 cameras=cameras,
                 control_rate=float(p("control_rate", 100.0).value),
+                # [""]: a string-array default (an empty list would have no type)
+                perturbations=tuple(k for k in p("perturb", [""]).value or () if k),
             )
         )
         self.cameras = cameras
@@ -219,13 +223,14 @@ class TwinNode(Node):
 
     # -- main loop ---------------------------------------------------------------------------------
     def _wait_for_peers(self, timeout: float = 30.0) -> None:
-        """Lockstep: do not start the clock before a commander and an image consumer are connected."""
+        """Lockstep: do not start the clock before a commander and (with cameras) an image consumer are
+        connected."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (
-                any(pub.get_subscription_count() > 0 for pub in self.pub_images.values())
-                and self.count_publishers(self.resolve_topic_name("arm_controller/joint_trajectory")) > 0
-            ):
+                not self.pub_images
+                or any(pub.get_subscription_count() > 0 for pub in self.pub_images.values())
+            ) and self.count_publishers(self.resolve_topic_name("arm_controller/joint_trajectory")) > 0:
                 time.sleep(0.5)  # let the remaining endpoints of the graph match too
                 return
             time.sleep(0.05)
