@@ -186,6 +186,41 @@ def _read_result(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def run_isolated(
+    inner: list[str], env: dict, workdir: Path, stem: str, label: str, timeout: float, use_netns: bool
+) -> dict[str, Any]:
+    """Run `inner` (a process group that prints one JSON result line) in its own network namespace when
+    it can, with stdout/stderr in `workdir/<stem>.out|err`; a clear BenchError when it fails or hangs."""
+    if use_netns:
+        cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *inner]
+    else:
+        progress(f"  warning: no network namespace ({netns_available()[1]}); isolated by LOCALHOST + domain")
+        cmd = inner
+    out_path, err_path = workdir / f"{stem}.out", workdir / f"{stem}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc, group=True)
+            raise BenchError(
+                f"{label}: no result within {timeout:.0f} s; last output:\n" + (_tail(err_path) or "(none)")
+            ) from None
+        except BaseException:
+            _stop(proc, group=True)
+            raise
+    result = _read_result(out_path)
+    if proc.returncode != 0 or result is None:
+        raise BenchError(
+            f"{label}: benchmark processes failed (exit status {proc.returncode}):\n"
+            f"{_tail(err_path) or _tail(out_path) or '(no output)'}"
+        )
+    return result
+
+
 def _stop(proc: subprocess.Popen, group: bool) -> None:
     """Terminate a process we started (and, with `group`, the session it leads), then kill it."""
     if proc.poll() is not None:
@@ -215,34 +250,7 @@ def run_case(config: CaseConfig) -> dict[str, Any]:
         env = case_environment(config.transport, domain_id, workdir / "ros_log")
         args = {**config.__dict__, "workdir": str(workdir)}
         inner = [sys.executable, "-m", "twinloop.benchmarks.image_transport", "pair", json.dumps(args)]
-        if use_netns:
-            cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *inner]
-        else:
-            progress(f"  warning: no network namespace ({why_not}); isolated by LOCALHOST + domain only")
-            cmd = inner
-        out_path, err_path = workdir / "pair.out", workdir / "pair.err"
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True,
-            )  # fmt: skip
-            try:
-                proc.wait(timeout=config.timeout)
-            except subprocess.TimeoutExpired:
-                _stop(proc, group=True)
-                raise BenchError(
-                    f"{config.name}: no result within {config.timeout:.0f} s; last output:\n"
-                    + (_tail(err_path) or "(none)")
-                ) from None
-            except BaseException:
-                _stop(proc, group=True)
-                raise
-        result = _read_result(out_path)
-        if proc.returncode != 0 or result is None:
-            raise BenchError(
-                f"{config.name}: benchmark processes failed (exit status {proc.returncode}):\n"
-                f"{_tail(err_path) or _tail(out_path) or '(no output)'}"
-            )
+        result = run_isolated(inner, env, workdir, "pair", config.name, config.timeout, use_netns)
     result["netns"] = use_netns
     result["domain_id"] = domain_id
     return result

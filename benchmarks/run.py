@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from twinloop.benchmarks import image_transport, memcpy, twin_speed
+from twinloop.benchmarks import image_transport, memcpy, twin_node_speed, twin_speed
 from twinloop.benchmarks.common import ENTRY_KEYS, entry, progress
 
 
@@ -33,15 +33,19 @@ def _cases() -> list[Case]:
             memcpy.bench_memcpy,
         ),
         Case(
-            (
-                "twin.step.physics_steps_per_s",
-                "twin.bare_mj_step.steps_per_s",
-                "twin.step.real_time_factor",
-                "twin.render.front_320x240.fps",
-                "twin.two_cameras_128x128_at_10hz.real_time_factor",
-            ),
-            ("steps/s", "steps/s", "x", "fps", "x"),
+            tuple(name for name, _ in twin_speed.names()),
+            tuple(unit for _, unit in twin_speed.names()),
             twin_speed.bench_twin,
+        ),
+        Case(
+            tuple(name for name, _ in twin_node_speed.lockstep_names()),
+            tuple(unit for _, unit in twin_node_speed.lockstep_names()),
+            twin_node_speed.bench_lockstep,
+        ),
+        Case(
+            tuple(name for name, _ in twin_node_speed.realtime_names()),
+            tuple(unit for _, unit in twin_node_speed.realtime_names()),
+            twin_node_speed.bench_realtime,
         ),
     ]
     # best effort first (the cameras' QoS), each with the profile before the defaults; last, the profile

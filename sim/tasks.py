@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from twinloop.sim.robots import RobotSpec
+
 CUBE_HALF = 0.015  # m; a 3 cm cube fits the SO-101 gripper
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReachCube:
     """Bring the gripper's tool point to just above a red cube placed at random on the table."""
 
@@ -25,6 +27,7 @@ class ReachCube:
     tolerance: float = 0.02  # m
     x_range: tuple[float, float] = (0.16, 0.26)
     y_range: tuple[float, float] = (-0.10, 0.10)
+    workspace_shift: float = 0.0  # m along x, set per robot by get_task
 
     def build(self, spec: mujoco.MjSpec) -> None:
         body = spec.worldbody.add_body(name="cube", pos=[0.2, 0.0, CUBE_HALF])
@@ -40,17 +43,23 @@ class ReachCube:
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
         adr = model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "cube")]
         yaw = rng.uniform(-np.pi / 4, np.pi / 4)
-        data.qpos[adr : adr + 3] = [rng.uniform(*self.x_range), rng.uniform(*self.y_range), CUBE_HALF]
+        x = rng.uniform(*self.x_range) + self.workspace_shift
+        data.qpos[adr : adr + 3] = [x, rng.uniform(*self.y_range), CUBE_HALF]
         data.qpos[adr + 3 : adr + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
 
     def goal(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         return data.body("cube").xpos + np.array([0.0, 0.0, self.hover])
 
+    def after_step(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        """Called after every control tick (the fragile task watches forces here)."""
+
     def success(self, model: mujoco.MjModel, data: mujoco.MjData, ee_site: str) -> bool:
         return bool(np.linalg.norm(data.site(ee_site).xpos - self.goal(model, data)) < self.tolerance)
 
 
-_PAD_BIT = 2  # contype/conaffinity of the SO-101 jaw pads in so101_new_calib.xml
+# contype/conaffinity of graspable objects: the bit of the SO-101's jaw pads in so101_new_calib.xml (and of
+# the Panda's pads in sim/assets/panda.xml); see PickLiftCube for why objects use it alone
+OBJECT_BIT = 2
 
 # Cube colours for language variants: name -> rgba. Saturated so a colour threshold separates them.
 CUBE_COLOURS: dict[str, tuple[float, float, float, float]] = {
@@ -58,6 +67,16 @@ CUBE_COLOURS: dict[str, tuple[float, float, float, float]] = {
     "green": (0.10, 0.65, 0.20, 1.0),
     "blue": (0.10, 0.25, 0.85, 1.0),
 }
+
+
+def is_robot_body(model: mujoco.MjModel, body: int) -> bool:
+    """A body of the arm: its tree hangs off the world by a fixed base (no free joint) and is not a mocap
+    body. Task objects and distractors are free or mocap bodies; the table is the world body itself."""
+    root = int(model.body_rootid[body])
+    if root == 0 or model.body_mocapid[root] >= 0:
+        return False
+    first = model.body_jntadr[root]
+    return not (model.body_jntnum[root] > 0 and model.jnt_type[first] == mujoco.mjtJoint.mjJNT_FREE)
 
 
 def _joint_qpos(model: mujoco.MjModel, joint: str) -> int:
@@ -70,16 +89,17 @@ def _yaw_quat(yaw: float) -> list[float]:
 
 @dataclass
 class _GraspableCubes:
-    """Shared by the cube tasks: cube bodies that collide with the SO-101's pads, and the held test.
+    """Shared by the cube tasks: cube bodies that collide with the robots' pads, and the held test.
 
-    Subclasses set `target_body` (the cube the instruction names) and `distractor_bodies`, and list
-    every body that is not part of the robot in `_object_bodies` (the held test counts robot bodies).
+    Subclasses set `target_body` (the cube the instruction names) and `distractor_bodies`. The held test
+    counts robot bodies only (`is_robot_body`), so a distractor leaning on the cube is no jaw.
     """
 
     half: float = 0.0175  # m: a 35 mm cube; the pads are parallel 40 mm apart at gripper = 0.46 rad (MJCF)
     mass: float = 0.03  # kg (a 35 mm cube of PLA at ~1.2 g/cm^3 with infill)
     friction: tuple[float, float, float] = (1.2, 0.01, 0.0002)  # sliding, torsional, rolling
     hold_distance: float = 0.06  # m: a held cube's centre stays this close to the tool point
+    workspace_shift: float = 0.0  # m along x added to every x range, set per robot by get_task
 
     @property
     def target_body(self) -> str:
@@ -89,8 +109,8 @@ class _GraspableCubes:
     def distractor_bodies(self) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def _object_bodies(self) -> set[str]:
-        return {self.target_body, *self.distractor_bodies}
+    def after_step(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        """Called after every control tick (the fragile task watches forces here)."""
 
     def _add_cube(self, spec: mujoco.MjSpec, name: str, rgba, pos) -> None:
         """A free cube on the pads' collision bit (see PickLiftCube), touching the table via a pair."""
@@ -104,8 +124,8 @@ class _GraspableCubes:
             mass=self.mass,
             friction=list(self.friction),
             condim=4,
-            contype=_PAD_BIT,
-            conaffinity=_PAD_BIT,
+            contype=OBJECT_BIT,
+            conaffinity=OBJECT_BIT,
         )
         # the table uses bit 0, which the cube leaves out: an explicit pair
         slide, torsion, roll = self.friction
@@ -125,13 +145,12 @@ class _GraspableCubes:
     def touching_robot(self, model: mujoco.MjModel, data: mujoco.MjData) -> set[int]:
         """Ids of the robot bodies in contact with the target cube."""
         cube = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.target_body)
-        objects = self._object_bodies()
         touching: set[int] = set()
         for contact in data.contact[: data.ncon]:
             bodies = model.geom_bodyid[[contact.geom1, contact.geom2]]
             if cube in bodies:
                 other = int(bodies[0] if bodies[1] == cube else bodies[1])
-                if other != 0 and model.body(other).name not in objects:
+                if is_robot_body(model, other):
                     touching.add(other)
         return touching
 
@@ -180,9 +199,6 @@ class PickLiftCube(_GraspableCubes):
     def distractor_bodies(self) -> tuple[str, ...]:
         return tuple(f"cube_{c}" for c in self.colours if c != self.target)
 
-    def _object_bodies(self) -> set[str]:
-        return {f"cube_{c}" for c in self.colours}
-
     def build(self, spec: mujoco.MjSpec) -> None:
         for i, colour in enumerate(self.colours):
             self._add_cube(spec, f"cube_{colour}", CUBE_COLOURS[colour], [0.2, 0.08 * (i - 1), self.half])
@@ -193,7 +209,7 @@ class PickLiftCube(_GraspableCubes):
         placed: list[np.ndarray] = []
         for colour in self.colours:
             for _ in range(1000):  # rejection sampling; three cubes fit easily in the area
-                xy = np.array([rng.uniform(*self.x_range), rng.uniform(*self.y_range)])
+                xy = np.array([rng.uniform(*self.x_range) + self.workspace_shift, rng.uniform(*self.y_range)])
                 if all(np.linalg.norm(xy - other) >= self.min_separation for other in placed):
                     break
             placed.append(xy)
@@ -255,7 +271,7 @@ class PlaceCubeInBin(_GraspableCubes):
     bin_yaw: float = np.pi / 6  # rad, +- around axis-aligned
     x_range: tuple[float, float] = (0.13, 0.26)  # cubes
     y_range: tuple[float, float] = (-0.16, 0.16)
-    max_reach: float = 0.27  # m from the base axis for cubes: the pick expert failed from ~0.28 m
+    max_reach: float = 0.27  # m from the base axis (+ workspace_shift): the SO-101 pick failed from 0.28
     bin_clearance: float = 0.045  # m from a cube centre to the bin's outer walls: room for the open jaw
     min_separation: float = 0.075  # m between cube centres, as in PickLiftCube
 
@@ -266,9 +282,6 @@ class PlaceCubeInBin(_GraspableCubes):
     @property
     def distractor_bodies(self) -> tuple[str, ...]:
         return ("cube_distractor",)
-
-    def _object_bodies(self) -> set[str]:
-        return {"cube", "cube_distractor", "bin"}
 
     @property
     def outer_half(self) -> float:
@@ -306,8 +319,8 @@ class PlaceCubeInBin(_GraspableCubes):
                 size=size,
                 pos=pos,
                 rgba=rgba,
-                contype=_PAD_BIT,
-                conaffinity=_PAD_BIT,
+                contype=OBJECT_BIT,
+                conaffinity=OBJECT_BIT,
                 condim=4,
                 friction=list(self.friction),
             )
@@ -340,15 +353,16 @@ class PlaceCubeInBin(_GraspableCubes):
 
         mocap = model.body("bin").mocapid[0]
         yaw = rng.uniform(-self.bin_yaw, self.bin_yaw)
-        data.mocap_pos[mocap] = [rng.uniform(*self.bin_x_range), rng.uniform(*self.bin_y_range), 0.0]
+        bin_x = rng.uniform(*self.bin_x_range) + self.workspace_shift
+        data.mocap_pos[mocap] = [bin_x, rng.uniform(*self.bin_y_range), 0.0]
         data.mocap_quat[mocap] = _yaw_quat(yaw)
         mujoco.mj_kinematics(model, data)  # the bin's pose, for distance_to_bin
         placed: list[np.ndarray] = []
         for body in ("cube", "cube_distractor"):
             for _ in range(1000):  # rejection sampling; the area left beside the bin fits two cubes
-                xy = np.array([rng.uniform(*self.x_range), rng.uniform(*self.y_range)])
+                xy = np.array([rng.uniform(*self.x_range) + self.workspace_shift, rng.uniform(*self.y_range)])
                 if (
-                    np.linalg.norm(xy) <= self.max_reach
+                    np.linalg.norm(xy - [self.workspace_shift, 0.0]) <= self.max_reach
                     and self.distance_to_bin(data, xy) >= self.bin_clearance
                     and all(np.linalg.norm(xy - other) >= self.min_separation for other in placed)
                 ):
@@ -374,15 +388,87 @@ class PlaceCubeInBin(_GraspableCubes):
         return bool(speed < self.rest_speed and not self.touching_robot(model, data))
 
 
-_TASKS = {"reach_cube": ReachCube, "pick_lift_cube": PickLiftCube, "place_cube_in_bin": PlaceCubeInBin}
+# the colour a crushed cube turns: a policy sees at once that it squeezed too hard
+CRUSHED_RGBA = (0.25, 0.22, 0.20, 1.0)
+
+
+@dataclass
+class PickFragileCube(PickLiftCube):
+    """The contact-rich task: pick up the instructed cube without crushing it.
+
+    The cubes are thin-walled and slippery (friction 0.5, like glazed ceramic or smooth plastic on the
+    pads, against 1.2 for the pick task's cubes): the grip needs some force to lift them, but a jaw
+    pressing harder than `break_force` crushes the target for the rest of the episode (it turns dark and
+    success is impossible). Closing a gripper fully presses ~43 N (SO-101) or ~14 N (Panda), so a
+    force-blind grasp fails; the taxels on the fingers are what tells a policy when to stop closing.
+
+    The squeeze is measured after every control tick (`after_step`): the sum of the normal contact forces
+    from each robot body on the target, and the largest of those (one jaw's push). 6 N is about what a
+    thin plastic cup or a ripe strawberry tolerates; two jaws with friction 0.5 hold the 30 g cube from
+    0.3 N up.
+    """
+
+    name: str = "pick_fragile_cube"
+    instruction: str = "gently pick up the red cube"
+    time_limit: float = 14.0  # s; the touch-guided expert needs ~5-8 s
+    friction: tuple[float, float, float] = (0.5, 0.01, 0.0002)
+    break_force: float = 6.0  # N from one jaw
+    crushed: bool = field(default=False, repr=False)
+    peak_force: float = field(default=0.0, repr=False)  # N, the largest squeeze this episode
+
+    def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
+        super().reset(model, data, rng)
+        self.instruction = f"gently pick up the {self.target} cube"
+        self.crushed, self.peak_force = False, 0.0
+        for colour in self.colours:
+            model.geom(f"cube_{colour}").rgba[:] = CUBE_COLOURS[colour]
+
+    def squeeze(self, model: mujoco.MjModel, data: mujoco.MjData) -> float:
+        """The largest total normal force (N) that one robot body applies to the target cube."""
+        cube = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.target_body)
+        per_body: dict[int, float] = {}
+        wrench = np.zeros(6)
+        for i in range(data.ncon):
+            contact = data.contact[i]
+            bodies = model.geom_bodyid[[contact.geom1, contact.geom2]]
+            if cube not in bodies:
+                continue
+            other = int(bodies[0] if bodies[1] == cube else bodies[1])
+            if not is_robot_body(model, other):
+                continue
+            mujoco.mj_contactForce(model, data, i, wrench)
+            per_body[other] = per_body.get(other, 0.0) + float(wrench[0])  # normal component
+        return max(per_body.values(), default=0.0)
+
+    def after_step(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        force = self.squeeze(model, data)
+        self.peak_force = max(self.peak_force, force)
+        if force > self.break_force and not self.crushed:
+            self.crushed = True
+            model.geom(self.target_body).rgba[:] = CRUSHED_RGBA
+
+    def success(self, model: mujoco.MjModel, data: mujoco.MjData, ee_site: str) -> bool:
+        return not self.crushed and super().success(model, data, ee_site)
+
+
+_TASKS = {
+    "reach_cube": ReachCube,
+    "pick_lift_cube": PickLiftCube,
+    "place_cube_in_bin": PlaceCubeInBin,
+    "pick_fragile_cube": PickFragileCube,
+}
 
 
 def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
-def get_task(name: str):
+def get_task(name: str, robot: RobotSpec | None = None):
+    """A fresh task; with `robot`, its object layout is moved to that arm's workspace."""
     try:
-        return _TASKS[name]()
+        task = _TASKS[name]()
     except KeyError:
         raise ValueError(f"unknown task '{name}' (known: {', '.join(task_names())})") from None
+    if robot is not None:
+        task.workspace_shift = robot.workspace_shift
+    return task

@@ -14,6 +14,7 @@ import numpy as np
 
 from twinloop.calibration.pinhole import intrinsics_from_fovy
 from twinloop.hardware.executor import JointLimits
+from twinloop.sim.perturbations import Perturbations
 from twinloop.sim.robots import RobotSpec, TactilePad, get_robot, home_array, velocity_array
 from twinloop.sim.scene import CameraConfig, build_spec, disable_shadows, tactile_object_name, taxel_grid
 from twinloop.sim.tasks import get_task
@@ -28,15 +29,21 @@ class TwinConfig:
     control_rate: float = 100.0  # Hz, executor ticks (and joint_states rate)
     # named, seeded robustness knobs, "NAME" or "NAME=LEVEL" (see twinloop.sim.perturbations)
     perturbations: tuple[str, ...] = ()
+    # "fast": cameras draw simplified copies of the robot's visual meshes (same physics, several times
+    # faster on the CPU renderer); "full": the MJCF's meshes as they are (scene.RENDER_QUALITIES)
+    render_quality: str = "fast"
 
 
 class Twin:
     def __init__(self, config: TwinConfig | None = None) -> None:
         self.config = config or TwinConfig()
         self.robot: RobotSpec = get_robot(self.config.robot)
-        self.task = get_task(self.config.task)
-        spec = build_spec(self.robot, self.config.cameras)
+        self.task = get_task(self.config.task, self.robot)
+        spec = build_spec(self.robot, self.config.cameras, self.config.render_quality)
         self.task.build(spec)
+        # ValueError on a bad spec
+        self.perturbations = Perturbations(self.config.perturbations, self.robot.workspace_shift)
+        self.perturbations.build(spec)
         spec.option.timestep = self.config.timestep
         self.model = spec.compile()
         disable_shadows(self.model)
@@ -57,8 +64,9 @@ class Twin:
         self.substeps = max(1, round(1.0 / (self.config.control_rate * self.config.timestep)))
         self._tactile = {pad.name: _TactileReader(self.model, pad) for pad in self.robot.tactile}
         self.tactile_names: tuple[str, ...] = tuple(self._tactile)
-        self._renderers: dict[str, mujoco.Renderer] = {}
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}  # (height, width): one per size
         self.episode_seed: int | None = None
+        self.ticks = 0  # control periods since the last reset: the frame index of the perturbations
         self.reset(seed=0)
 
     # -- episode -----------------------------------------------------------------------------------
@@ -71,8 +79,11 @@ class Twin:
         self.data.qpos[self._qpos_adr] = home
         self.data.ctrl[self._act_ids] = home
         self.task.reset(self.model, self.data, np.random.default_rng(seed))
+        # after the task, on their own seed streams: enabling one never changes the task's draws
+        self.perturbations.reset(self.model, self.data, seed)
         mujoco.mj_forward(self.model, self.data)
         self.episode_seed = seed
+        self.ticks = 0
 
     # -- physics -----------------------------------------------------------------------------------
     @property
@@ -87,6 +98,8 @@ class Twin:
         """Apply joint position targets for one control period."""
         self.data.ctrl[self._act_ids] = targets
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+        self.task.after_step(self.model, self.data)
+        self.ticks += 1
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions, velocities and actuator efforts in robot joint order."""
@@ -104,9 +117,10 @@ class Twin:
         the depth the touching object reaches into the pad at that taxel for shallow contact (about 1.1x
         the depth at 1 mm, growing faster when deeper). Rows run from the finger base to the tip (see
         TactilePad). Like every MuJoCo sensor it is computed inside mj_step/mj_forward, so after `step` it
-        describes the state at the start of the last physics substep (2 ms old at most).
+        describes the state at the start of the last physics substep (2 ms old at most). The tactile
+        perturbations, if configured, apply on top.
         """
-        return self._reader(name).image(self.data)
+        return self.perturbations.tactile(name, self.ticks, self._reader(name).image(self.data))
 
     def tactile_taxels(self, name: str) -> np.ndarray:
         """World positions (rows, cols, 3) of the taxels of plate `name`, in the layout of `tactile`."""
@@ -129,13 +143,18 @@ class Twin:
         raise ValueError(f"no camera '{name}' (have: {[c.name for c in self.config.cameras]})")
 
     def render(self, name: str) -> np.ndarray:
-        """An HxWx3 uint8 RGB image from camera `name`."""
+        """An HxWx3 uint8 RGB image from camera `name` (after the image perturbations, if any)."""
         cam = self.camera(name)
-        renderer = self._renderers.get(name)
+        # cameras of one size share a renderer: one GL context and one copy of the meshes uploaded
+        renderer = self._renderers.get((cam.height, cam.width))
         if renderer is None:
-            renderer = self._renderers[name] = mujoco.Renderer(self.model, cam.height, cam.width)
+            renderer = mujoco.Renderer(self.model, cam.height, cam.width)
+            # off: a reflective material would cost a second scene pass per frame; no light casts shadows
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+            self._renderers[(cam.height, cam.width)] = renderer
         renderer.update_scene(self.data, camera=name)
-        return renderer.render()
+        return self.perturbations.image(name, self.ticks, renderer.render())
 
     def camera_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Current world position and world-from-camera rotation (OpenCV optical convention: z forward,

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from twinloop.benchmarks import image_transport, memcpy, run, twin_speed
+from twinloop.benchmarks import image_transport, memcpy, run, twin_node_speed, twin_speed
 from twinloop.benchmarks.common import ENTRY_KEYS
 
 
@@ -37,6 +37,11 @@ def test_memcpy_and_twin_write_json_and_markdown(tmp_path):
     by_name = {e["name"]: e for e in loaded}
     step = by_name["twin.step.physics_steps_per_s"]
     assert step["baseline"] == "twin.bare_mj_step.steps_per_s" and step["value"] > 0 and step["ratio"] > 0
+    assert [name for name, _ in twin_speed.names()] == [e["name"] for e in loaded[2:]]
+    # the default render quality is compared with the MJCF's full meshes
+    fast = by_name["twin.two_cameras_128x128_at_10hz.real_time_factor"]
+    assert fast["baseline"] == "twin.two_cameras_128x128_at_10hz.full.real_time_factor" and fast["ratio"] > 0
+    assert by_name["twin.control_tick.physics_steps_per_s"]["value"] > 0
     md = md_path.read_text()
     assert "| name | value | unit | baseline | ratio |" in md
     assert all(name in md for name in names)
@@ -85,6 +90,36 @@ def test_transport_summary_counts_losses_and_duplicates():
     nothing = {"sub": {"frames": [], "bad_size": 0}, "pub": {"publish_p50_ms": 0.1}, "netns": True}
     values = [e["value"] for e in image_transport.summarize(config, nothing)]
     assert values == [None, None, 100.0]
+
+
+def test_twin_node_summaries_follow_the_declared_names():
+    window = [100.0, 105.0]
+    cpu = [[100.0, 1.0], [105.0, 4.0]]
+    lockstep = twin_node_speed.NodeCase("lockstep", seconds=5.0, camera_rate=10.0, cameras=())
+    probe = {"window": window, "rtf": 30.0, "sim_seconds": 150.0, "wall_seconds": 5.0, "ticks": 15000}
+    (row,) = twin_node_speed.summarize(lockstep, {"probe": probe, "twin_cpu": cpu, "netns": True})
+    assert [row["name"]] == [n for n, _ in twin_node_speed.lockstep_names()]
+    assert row["value"] == pytest.approx(30.0 / 0.002) and row["baseline"] == "twin.bare_mj_step.steps_per_s"
+    assert "0.60 cores" in row["notes"]
+
+    realtime = twin_node_speed.NodeCase("realtime", seconds=5.0)
+    rates = {"front": {"frames": 150, "bad": 0, "hz": 30.0, "latency_p50_ms": 9.0, "latency_p99_ms": 20.0}}
+    probe = {"window": window, "rtf": 0.99, "wall_seconds": 5.0, "lag_s": 0.01, "rates": rates}
+    rows = twin_node_speed.summarize(realtime, {"probe": probe, "twin_cpu": [], "netns": False})
+    assert [r["name"] for r in rows] == [n for n, _ in twin_node_speed.realtime_names()]
+    assert [r["value"] for r in rows] == [30.0, None, 0.99]  # no wrist frames: no rate
+    _check_entries(rows)
+    with pytest.raises(ValueError, match="mode"):
+        twin_node_speed.NodeCase("fast").check()
+
+
+@pytest.mark.ros
+def test_twin_node_benchmarks_run_end_to_end():
+    (row,) = twin_node_speed.bench_lockstep(seconds=1.0)
+    assert row["value"] > 0, row
+    rows = twin_node_speed.bench_realtime(seconds=1.0, width=64, height=48, camera_rate=10.0)
+    _check_entries(rows)
+    assert all(r["value"] > 0 for r in rows), rows
 
 
 def test_bad_transport_config_is_rejected():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from test_twin import _hull_centroid
 
+from twinloop.sim import scene
 from twinloop.sim.robots import home_array
 from twinloop.sim.scene import CameraConfig, wrist_camera
 from twinloop.sim.tasks import CUBE_HALF
@@ -145,3 +146,118 @@ def test_quat_orientation_equals_the_look_at_one():
     cam = wrist_camera("so101")
     by_quat = CameraConfig(name="q", body=cam.body, pos=cam.pos, quat=tuple(cam.quaternion()))
     np.testing.assert_allclose(by_quat.rotation(), cam.rotation(), atol=1e-12)
+
+
+# -- rendering speed: render_quality ------------------------------------------------------------------
+def _drawn_triangles(model: mujoco.MjModel) -> int:
+    """Triangles of the mesh geoms a camera draws by default (geom groups 0-2)."""
+    drawn = (model.geom_group < 3) & (model.geom_type == mujoco.mjtGeom.mjGEOM_MESH)
+    return int(model.mesh_facenum[model.geom_dataid[drawn]].sum())
+
+
+def test_fast_render_quality_changes_the_pictures_not_the_physics():
+    cams = (CameraConfig(width=160, height=120), wrist_camera("so101"))
+    twins = {
+        q: Twin(TwinConfig(task="pick_lift_cube", cameras=cams, render_quality=q)) for q in ("fast", "full")
+    }
+    try:
+        fast, full = twins["fast"], twins["full"]
+        assert _drawn_triangles(fast.model) < 0.2 * _drawn_triangles(full.model)
+        # collision geoms keep their meshes; masses and inertias are the MJCF's
+        np.testing.assert_array_equal(fast.model.body_mass, full.model.body_mass)
+        np.testing.assert_array_equal(fast.model.body_inertia, full.model.body_inertia)
+        rng = np.random.default_rng(0)
+        for twin in (fast, full):
+            twin.reset(2)
+        for step in range(60):
+            target = np.clip(
+                home_array(fast.robot) + rng.uniform(-0.3, 0.3, 6), fast.limits.lower, fast.limits.upper
+            )
+            for twin in (fast, full):
+                twin.step(target)
+            if step % 20 == 19:
+                np.testing.assert_array_equal(fast.data.qpos, full.data.qpos)  # bit-identical
+                for cam in cams:
+                    a, b = (t.render(cam.name).astype(int) for t in (fast, full))
+                    assert np.abs(a - b).mean() < 1.0, cam.name  # out of 255, over the whole image
+                    assert (np.abs(a - b).max(axis=-1) > 48).mean() < 0.01, cam.name
+    finally:
+        for twin in twins.values():
+            twin.close()
+
+
+def test_cameras_of_one_size_share_a_renderer_and_get_their_own_images(twin):
+    other = CameraConfig(name="front2", pos=(0.2, 0.5, 0.4))
+    shared = Twin(TwinConfig(cameras=(CameraConfig(), other)))
+    try:
+        a, b = shared.render("front"), shared.render("front2")
+        assert len(shared._renderers) == 1
+        assert a.shape == b.shape == (240, 320, 3) and not np.array_equal(a, b)
+        np.testing.assert_array_equal(shared.render("front"), a)
+    finally:
+        shared.close()
+    with pytest.raises(ValueError, match="render_quality"):
+        Twin(TwinConfig(render_quality="ultra"))
+
+
+def test_cluster_mesh_keeps_a_box_exact():
+    """A finely tessellated box decimated on a coarse grid keeps its 8 corners, its faces flat and its
+    outward winding (quadric placement), with far fewer triangles."""
+    n = 12  # vertices per box edge
+    grid = np.linspace(-1.0, 1.0, n)
+    verts, faces = [], []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            base = len(verts)
+            u, v = np.meshgrid(grid, grid, indexing="ij")
+            pts = np.zeros((n * n, 3))
+            pts[:, axis] = sign
+            pts[:, (axis + 1) % 3], pts[:, (axis + 2) % 3] = u.ravel(), v.ravel()
+            verts += pts.tolist()
+            for i in range(n - 1):
+                for j in range(n - 1):
+                    a = base + i * n + j
+                    quad = [(a, a + n, a + n + 1), (a, a + n + 1, a + 1)]
+                    faces += quad if sign > 0 else [t[::-1] for t in quad]
+    verts, faces = np.asarray(verts), np.asarray(faces)
+    merged, inverse = np.unique(verts.round(9), axis=0, return_inverse=True)
+    faces = inverse.ravel()[faces]
+    new_verts, new_faces = scene.cluster_mesh(merged, faces, cell=0.7)
+    assert len(new_faces) < 0.2 * len(faces)
+    assert np.abs(new_verts).max() <= 1.0 + 1e-9
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    assert np.min(np.linalg.norm(new_verts[:, None] - corners[None], axis=2), axis=0).max() < 1e-6
+    # every vertex still lies on the box surface: max |coordinate| is 1
+    np.testing.assert_allclose(np.abs(new_verts).max(axis=1), 1.0, atol=1e-6)
+    # outward winding: the normal of each triangle points away from the centre
+    tri = new_verts[new_faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    assert np.all(np.einsum("ij,ij->i", normals, tri.mean(axis=1)) > 0)
+
+
+def test_read_stl_binary_and_ascii_agree(tmp_path):
+    tris = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[1, 0, 0], [1, 1, 0], [0, 1, 0]]], np.float32)
+    records = np.zeros(2, scene._STL_RECORD)
+    records["verts"] = tris
+    binary = tmp_path / "two.stl"
+    binary.write_bytes(
+        b"solid looks like ascii but is binary".ljust(80) + np.uint32(2).tobytes() + records.tobytes()
+    )
+    lines = ["solid two"]
+    for t in tris:
+        lines += [
+            "facet normal 0 0 1",
+            "outer loop",
+            *(f"vertex {x} {y} {z}" for x, y, z in t),
+            "endloop",
+            "endfacet",
+        ]
+    ascii_file = tmp_path / "two_ascii.stl"
+    ascii_file.write_text("\n".join([*lines, "endsolid two"]))
+    for path in (binary, ascii_file):
+        verts, faces = scene.read_stl(path)
+        assert verts.shape == (4, 3) and faces.shape == (2, 3)
+        np.testing.assert_array_equal(verts[faces], tris)
+    (tmp_path / "bad.stl").write_text("solid nothing here")
+    with pytest.raises(ValueError, match="not an STL"):
+        scene.read_stl(tmp_path / "bad.stl")

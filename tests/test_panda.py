@@ -9,6 +9,7 @@ from twinloop.sim.experts import get_expert, run_episode
 from twinloop.sim.kinematics import ArmKinematics
 from twinloop.sim.robots import PANDA_VELOCITY_LIMITS, get_robot, home_array, velocity_array
 from twinloop.sim.scene import CameraConfig
+from twinloop.sim.tasks import task_names
 from twinloop.sim.twin import Twin, TwinConfig
 
 ARM = tuple(f"panda_joint{i}" for i in range(1, 8))
@@ -180,10 +181,33 @@ def test_twin_renders_the_robot(twin):
     assert np.abs(image.astype(int) - empty.astype(int)).sum(axis=2).astype(bool).mean() > 0.05
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_reach_expert_works_on_the_panda(twin, seed):
-    expert = get_expert("reach_cube", twin.robot, np.random.default_rng(seed))
-    assert run_episode(twin, expert, seed).success
+@pytest.mark.parametrize("task", task_names())
+def test_every_expert_works_on_the_panda(task):
+    """Offline smoke check on a few seeds; tests/test_experts_ros.py holds the 50-seed bar over ROS."""
+    twin = Twin(TwinConfig(robot="panda", task=task, cameras=()))
+    try:
+        for seed in range(3):
+            expert = get_expert(task, twin.robot, np.random.default_rng(seed))
+            assert run_episode(twin, expert, seed).success, f"{task} seed {seed}"
+    finally:
+        twin.close()
+
+
+def test_tasks_move_to_the_panda_workspace():
+    """The tasks' layouts are written for the SO-101; the Panda works the same layout 25 cm farther out."""
+    for task in ("reach_cube", "pick_lift_cube"):
+        so101 = Twin(TwinConfig(robot="so101", task=task, cameras=()))
+        panda = Twin(TwinConfig(robot="panda", task=task, cameras=()))
+        try:
+            for seed in range(5):
+                so101.reset(seed)
+                panda.reset(seed)
+                body = "cube" if task == "reach_cube" else so101.task.target_body
+                shift = panda.data.body(body).xpos - so101.data.body(body).xpos
+                np.testing.assert_allclose(shift, [0.25, 0.0, 0.0], atol=1e-9)
+        finally:
+            so101.close()
+            panda.close()
 
 
 def test_pads_grasp_and_lift_a_cube_with_touch():

@@ -3,6 +3,7 @@
     python ros_probe.py wait TOPIC [TOPIC...] [--timeout S]     -> exit 0 once every topic has a publisher
     python ros_probe.py echo TOPIC TYPE [--count N] [--timeout S] -> one JSON line per message received
     python ros_probe.py publish-bad-trajectory TOPIC nan|unknown-joint|wrong-length
+    python ros_probe.py save-image TOPIC PATH.npz [--timeout S]   -> the first sensor_msgs/Image as arrays
 
 TYPE is `pkg/msg/Name` or `pkg/Name`. Echo prints a compact JSON summary of each message (header
 stamp, and the fields the tests look at) rather than the raw message.
@@ -16,6 +17,7 @@ import json
 import sys
 import time
 
+import numpy as np
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -32,6 +34,8 @@ def _summary(msg) -> dict:
         value = getattr(msg, field)
         if field == "data" and not isinstance(value, (bool, str)):
             out["data_len"] = len(value)
+            if getattr(msg, "encoding", "") == "32FC1":  # taxel images: the largest reading too
+                out["max"] = float(np.frombuffer(bytes(value), dtype="<f4").max(initial=0.0))
         elif field == "clock":
             out["clock"] = value.sec + value.nanosec * 1e-9
         elif field == "k":
@@ -75,6 +79,28 @@ def _publish_bad(node, topic: str, kind: str, deadline: float) -> int:
     return 0
 
 
+def _save_image(node, topic: str, path: str, deadline: float) -> int:
+    """Save the first Image on `topic` as `image` (H x W x C uint8 or H x W float32) and `stamp`."""
+    from sensor_msgs.msg import Image
+
+    received: list = []
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches any camera publisher
+    node.create_subscription(Image, topic, received.append, qos)
+    while not received and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    if not received:
+        return 1
+    msg = received[0]
+    if msg.encoding == "32FC1":
+        image = np.frombuffer(bytes(msg.data), dtype="<f4").reshape(msg.height, msg.width)
+    else:
+        image = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
+        image = image[:, : msg.width * 3].reshape(msg.height, msg.width, 3)
+    np.savez(path, image=image, stamp=msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+    print(json.dumps({"saved": path, "encoding": msg.encoding}), flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -90,6 +116,10 @@ def main() -> int:
     echo.add_argument("type")
     echo.add_argument("--count", type=int, default=1)
     echo.add_argument("--timeout", type=float, default=60.0)
+    save = sub.add_parser("save-image")
+    save.add_argument("topic")
+    save.add_argument("path")
+    save.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
 
     rclpy.init()
@@ -108,6 +138,8 @@ def main() -> int:
             return 1
         if args.cmd == "publish-bad-trajectory":
             return _publish_bad(node, args.topic, args.kind, deadline)
+        if args.cmd == "save-image":
+            return _save_image(node, args.topic, args.path, deadline)
         parts = args.type.split("/")
         pkg, name = parts[0], parts[-1]
         msg_type = getattr(importlib.import_module(f"{pkg}.msg"), name)

@@ -14,7 +14,7 @@ import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
@@ -52,12 +52,19 @@ class Evaluator(Node):
         self.video_fps = float(p("video_fps", 10.0).value)
         self.video_tail_s = float(p("video_tail_s", 1.0).value)
         camera = p("video_camera", "front").value
+        # joints_<episode>.csv per episode: every joint_states message from the reset on (stamp relative to
+        # the episode start), to compare runs (lockstep is deterministic per seed) or plot them
+        self.record_joints = bool(p("record_joints", False).value)
+        self._joint_rows: list | None = None  # collecting while not None
+        self._joint_names: list[str] = []
         self._success_at: float | None = None
         self._frames: list | None = None  # collecting while not None
         self._lock = threading.Lock()
         self.create_subscription(Bool, "sim/success", self._on_success, qos.EVENTS)
         if self.video_episodes > 0:
             self.create_subscription(Image, f"{camera}/image_raw", self._on_image, qos.SENSOR_DATA)
+        if self.record_joints:
+            self.create_subscription(JointState, "joint_states", self._on_joint_state, qos.JOINT_STATES)
         self.reset_sim = self.create_client(Trigger, "sim/reset")
         self.reset_policy = self.create_client(Trigger, "policy/reset")
         ns = self.get_namespace().rstrip("/")
@@ -80,6 +87,24 @@ class Evaluator(Node):
                 self._frames.append((stamp_to_seconds(msg.header.stamp), image_to_numpy(msg, copy=True)))
             except ValueError as exc:
                 self.get_logger().error(f"video frame skipped: {exc}")
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        with self._lock:
+            if self._joint_rows is None:
+                return
+            self._joint_names = list(msg.name)
+            self._joint_rows.append((stamp_to_seconds(msg.header.stamp), *msg.position))
+
+    def _save_joints(self, index: int, t0: float) -> None:
+        with self._lock:
+            rows, self._joint_rows = self._joint_rows or [], None
+        rows = sorted(r for r in rows if r[0] >= t0 - 1e-9)
+        path = self.output_dir / f"joints_{index:03d}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [",".join(["t", *self._joint_names])]
+        lines += [",".join([f"{r[0] - t0:.6f}", *(repr(float(v)) for v in r[1:])]) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+        self.joint_traces.append(str(path))
 
     def _save_video(self, index: int, t0: float) -> None:
         with self._lock:
@@ -123,6 +148,7 @@ class Evaluator(Node):
             return 1
         records: list[EpisodeRecord] = []
         self.videos: list[str] = []
+        self.joint_traces: list[str] = []
         try:
             for index in range(self.episodes):
                 record_video = index < self.video_episodes
@@ -135,8 +161,9 @@ class Evaluator(Node):
         except RuntimeError as exc:
             log.error(str(exc))
             return 1
+        extra = {"joint_traces": self.joint_traces} if self.record_joints else {}
         summary = summarize(
-            records, **self.labels, seed=self.seed, time_limit_s=self.time_limit, videos=self.videos
+            records, **self.labels, seed=self.seed, time_limit_s=self.time_limit, videos=self.videos, **extra
         )
         path = write_summary(summary, self.output_dir)
         print(result_line(summary), flush=True)
@@ -146,9 +173,12 @@ class Evaluator(Node):
     def _episode(self, index: int, seed: int, record_video: bool) -> EpisodeRecord:
         with self._lock:
             self._frames = [] if record_video else None
+            self._joint_rows = [] if self.record_joints else None
         record = self._run_episode(index, seed)
         if record_video:
             self._save_video(index, self._t0)
+        if self.record_joints:
+            self._save_joints(index, self._t0)
         return record
 
     def _run_episode(self, index: int, seed: int) -> EpisodeRecord:
