@@ -70,7 +70,7 @@ class ExecutorStats:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _interpolate(chunk: TrajectoryChunk, now: float) -> np.ndarray:
+def interpolate(chunk: TrajectoryChunk, now: float) -> np.ndarray:
     """Piecewise-linear position at `now`; before the first point -> first point, after the last -> last."""
     times = chunk.times
     if now <= times[0]:
@@ -91,7 +91,7 @@ def _blend(
     now: float,
 ) -> np.ndarray:
     """`active` at `now`, cross-faded in from `previous` (a running trajectory) or else `fade_from`."""
-    target = _interpolate(active, now)
+    target = interpolate(active, now)
     # clamped to [0, 1]: a tick stamped before the chunk's acceptance must not extrapolate the fade
     fade = min(max((now - fade_start) / crossfade_s, 0.0), 1.0) if crossfade_s > 0 else 1.0
     if fade < 1.0:
@@ -185,7 +185,7 @@ class TrajectoryExecutor:
         if self._holding or self._active is None or timed_out:
             self._previous = None  # fade in from the held setpoint
         elif self.crossfade_s <= 0 or now - self._fade_start >= self.crossfade_s:
-            self._previous = partial(_interpolate, self._active)
+            self._previous = partial(interpolate, self._active)
         else:  # mid-crossfade: fade in from the blend that is running, not from its target chunk
             self._previous = partial(
                 _blend, self._active, self._previous, self._fade_from, self._fade_start, self.crossfade_s

@@ -69,6 +69,27 @@ def write_summary(summary: dict, out_dir: Path) -> Path:
     return path
 
 
+def ffmpeg_rgb_input(ffmpeg: str, width: int, height: int, fps: float) -> list[str]:
+    """The start of an ffmpeg command reading raw rgb24 frames of one size from stdin."""
+    size = f"{width}x{height}"
+    return [
+        ffmpeg,
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        size,
+        "-r",
+        f"{fps:g}",
+        "-i",
+        "-",
+    ]
+
+
 def write_video(frames: list, path: Path, fps: float) -> Path:
     """Encode RGB frames (HxWx3 uint8) as H.264 mp4 with the system ffmpeg (browser-playable)."""
     import shutil
@@ -83,20 +104,7 @@ def write_video(frames: list, path: Path, fps: float) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.mp4")
     cmd = [
-        ffmpeg,
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{width}x{height}",
-        "-r",
-        f"{fps:g}",
-        "-i",
-        "-",
+        *ffmpeg_rgb_input(ffmpeg, width, height, fps),
         "-c:v",
         "libx264",
         "-pix_fmt",

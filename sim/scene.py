@@ -107,6 +107,19 @@ WRIST_CAMERAS: dict[str, CameraConfig] = {
 }
 
 
+# Fixed front cameras per robot, looking at the robot's task area across the table (robots.workspace_shift
+# moves the Panda's area 25 cm farther out; its camera stands back farther for the taller arm).
+FRONT_CAMERAS: dict[str, CameraConfig] = {
+    "so101": CameraConfig(),
+    "panda": CameraConfig(pos=(0.85, 0.0, 0.5), target=(0.43, 0.0, 0.03)),
+}
+
+
+def front_camera(robot: str, **overrides) -> CameraConfig:
+    """The default fixed front camera for `robot` (the SO-101's for robots without their own)."""
+    return replace(FRONT_CAMERAS.get(robot, CameraConfig()), **overrides)
+
+
 def wrist_camera(robot: str, **overrides) -> CameraConfig:
     """The default wrist camera of `robot` (named `wrist`), with fields replaced by `overrides`."""
     try:

@@ -44,7 +44,14 @@ NETNS = _netns_available()
 class RunningGraph:
     """One `twinloop launch` process tree, optionally inside its own network namespace."""
 
-    def __init__(self, spec: str | Path, overrides: list[str], log_dir: Path, timeout: float | None) -> None:
+    def __init__(
+        self,
+        spec: str | Path | None,
+        overrides: list[str],
+        log_dir: Path,
+        timeout: float | None,
+        cli: list[str] | None = None,
+    ) -> None:
         self.domain_id = random.Random(os.getpid() * 1000 + time.time_ns()).randrange(1, 200)
         self.env = ros_environment()  # the same DDS profile as the nodes, so probes discover like them
         self.env.update(
@@ -55,11 +62,13 @@ class RunningGraph:
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
         )
-        cmd = [sys.executable, "-m", "twinloop.cli", "launch", str(spec)]
-        for item in overrides:
-            cmd += ["--set", item]
-        if timeout is not None:
-            cmd += ["--timeout", str(timeout)]
+        if cli is None:  # `twinloop launch SPEC`; `cli` runs any other twinloop command the same way
+            cli = ["launch", str(spec)]
+            for item in overrides:
+                cli += ["--set", item]
+            if timeout is not None:
+                cli += ["--timeout", str(timeout)]
+        cmd = [sys.executable, "-m", "twinloop.cli", *cli]
         if NETNS:
             quoted = " ".join(_shell_quote(c) for c in cmd)
             cmd = ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {quoted}"]
@@ -162,13 +171,17 @@ def _shell_quote(text: str) -> str:
 
 @pytest.fixture
 def ros_graph(tmp_path):
-    """Factory: `graph = ros_graph("sim_pick", ["evaluator.episodes=3"])`; all graphs stop at teardown."""
+    """Factory: `graph = ros_graph("sim_pick", ["evaluator.episodes=3"])`, or any twinloop command with
+    `ros_graph(cli=["sim", "--expert"])`; all graphs stop at teardown."""
     graphs: list[RunningGraph] = []
 
     def start(
-        spec: str | Path, overrides: list[str] | None = None, timeout: float | None = None
+        spec: str | Path | None = None,
+        overrides: list[str] | None = None,
+        timeout: float | None = None,
+        cli: list[str] | None = None,
     ) -> RunningGraph:
-        graph = RunningGraph(spec, overrides or [], tmp_path, timeout)
+        graph = RunningGraph(spec, overrides or [], tmp_path, timeout, cli)
         graphs.append(graph)
         return graph
 
@@ -179,8 +192,9 @@ def ros_graph(tmp_path):
     assert not leftovers, f"node processes left running: {leftovers}"
 
 
-def node_processes(domain_ids: set[int]) -> list[str]:
-    """Node processes (python -m twinloop_ros.*) of the given ROS domains that are still alive."""
+def domain_processes(domain_ids: set[int]) -> list[tuple[int, list[bytes]]]:
+    """(pid, argv) of the live processes whose environment has one of these ROS_DOMAIN_IDs: the
+    processes of the tests' graphs (nodes and whatever they started, e.g. ffmpeg)."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -190,7 +204,15 @@ def node_processes(domain_ids: set[int]) -> list[str]:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        is_node = b"--ros-args" in args and any(a.startswith(b"twinloop_ros.") for a in args)
-        if is_node and any(f"ROS_DOMAIN_ID={d}".encode() in env for d in domain_ids):
-            found.append(b" ".join(args).decode(errors="replace"))
+        if any(f"ROS_DOMAIN_ID={d}".encode() in env for d in domain_ids):
+            found.append((int(proc.name), args))
     return found
+
+
+def node_processes(domain_ids: set[int]) -> list[str]:
+    """Node processes (python -m twinloop_ros.*) of the given ROS domains that are still alive."""
+    return [
+        b" ".join(args).decode(errors="replace")
+        for _, args in domain_processes(domain_ids)
+        if b"--ros-args" in args and any(a.startswith(b"twinloop_ros.") for a in args)
+    ]

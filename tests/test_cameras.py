@@ -6,7 +6,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 import pytest
-from test_twin import _hull_centroid
+from support.geometry import hull_centroid
 
 from twinloop.sim import scene
 from twinloop.sim.robots import home_array
@@ -53,7 +53,7 @@ def _projection_error(twin: Twin, camera: str) -> float:
     in_cam = (_cube_corners(twin) - position) @ rotation
     assert np.all(in_cam[:, 2] > 0)
     uv = (in_cam @ K.T)[:, :2] / in_cam[:, 2:]
-    centroid, area = _hull_centroid(uv)
+    centroid, area = hull_centroid(uv)
     rows, cols = np.nonzero(_red_mask(twin.render(camera)))
     assert len(rows) == pytest.approx(area, rel=0.12), "the cube is occluded or mis-scaled"
     return float(np.hypot(cols.mean() - centroid[0], rows.mean() - centroid[1]))

@@ -243,7 +243,7 @@ def test_nodes_do_not_see_the_repo_root_as_import_path(required_crash):
     """A node started from the repo root must not import the repo's `datasets/` folder as `datasets`:
     that would shadow Hugging Face `datasets` (which lerobot imports) in the node processes."""
     origin = fake_reports(required_crash.stdout)["sleeper"]["datasets_origin"]
-    assert origin is None or not Path(origin).resolve().is_relative_to(REPO), origin
+    assert origin is None or not Path(origin).resolve().is_relative_to(REPO / "datasets"), origin
 
 
 def test_non_required_crash_leaves_the_graph_running(tmp_path):

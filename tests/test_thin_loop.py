@@ -100,7 +100,7 @@ def test_expert_drives_the_arm_through_teleop(ros_graph, tmp_path):
     graph = ros_graph(
         "sim_expert", ["evaluator.episodes=3", f"evaluator.output_dir={out}", "evaluator.video_episodes=0"]
     )
-    graph.wait_for_topics("teleop/joint_trajectory", "arm_controller/joint_trajectory", "command_mux/source")
+    # (no probe here: three expert episodes take a few seconds; the log lines below prove the path)
     code = graph.wait(timeout=300)
     assert code == 0, graph.log
     summary = json.loads((out / "summary.json").read_text())

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from support.geometry import hull_centroid
 
 from twinloop.sim.robots import get_robot, home_array
 from twinloop.sim.scene import CameraConfig
@@ -109,30 +110,6 @@ def test_step_tracks_position_targets(twin):
         assert np.all(np.isfinite(effort))
 
 
-def _hull_centroid(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Area centroid and area of the convex hull of 2-D points (monotone chain + shoelace)."""
-    pts = sorted(map(tuple, points))
-
-    def cross(o, a, b):
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower, upper = [], []
-    for p in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    for p in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    poly = np.array(lower[:-1] + upper[:-1])
-    x, y = poly[:, 0], poly[:, 1]
-    x1, y1 = np.roll(x, -1), np.roll(y, -1)
-    c = x * y1 - x1 * y
-    area = c.sum() / 2
-    return np.array([((x + x1) * c).sum(), ((y + y1) * c).sum()]) / (6 * area), abs(area)
-
-
 @pytest.mark.parametrize("camera", ["front", "side"])
 def test_camera_geometry_matches_the_render(twin, camera):
     """Project the cube with K and the CameraConfig pose and compare with the red pixels of the render.
@@ -159,7 +136,7 @@ def test_camera_geometry_matches_the_render(twin, camera):
         in_cam = (corners - C) @ R  # camera-frame coordinates, z forward
         assert np.all(in_cam[:, 2] > 0)
         uv = (in_cam @ K.T)[:, :2] / in_cam[:, 2:]
-        centroid, area = _hull_centroid(uv)
+        centroid, area = hull_centroid(uv)
 
         image = twin.render(camera)
         rgb = image.astype(int)

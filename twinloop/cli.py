@@ -5,56 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from twinloop import __version__
-from twinloop.graph_spec import SpecError, config_dir, load_spec
+from twinloop import __version__, record_command, sim_command
+from twinloop.graph_spec import SpecError, apply_overrides, config_dir, load_spec, parse_override
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
     from twinloop.graph_runner import run_graph
 
     spec = load_spec(args.spec)
-    overrides = dict(_parse_override(o) for o in args.set or [])
+    overrides = dict(parse_override(o) for o in args.set or [])
     if overrides:
-        spec = _apply_overrides(spec, overrides)
+        spec = apply_overrides(spec, overrides)
     print(
         f"[twinloop] graph '{spec.name}' from {spec.path}: {', '.join(n.name for n in spec.nodes)}",
         flush=True,
     )
     return run_graph(spec, timeout=args.timeout)
-
-
-def _parse_override(text: str) -> tuple[str, str]:
-    if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise SpecError(f"--set expects NODE.PARAM=VALUE, got '{text}'")
-    key, value = text.split("=", 1)
-    return key, value
-
-
-def _apply_overrides(spec, overrides: dict[str, str]):
-    import dataclasses
-
-    import yaml
-
-    nodes = []
-    names = {n.name for n in spec.nodes}
-    for key in overrides:
-        if key.split(".", 1)[0] not in names:
-            raise SpecError(
-                f"--set {key}: no node '{key.split('.', 1)[0]}' in graph (nodes: {sorted(names)})"
-            )
-    for node in spec.nodes:
-        params = dict(node.parameters)
-        for key, value in overrides.items():
-            node_name, param = key.split(".", 1)
-            if node_name == node.name:
-                params[param] = yaml.safe_load(value)
-                if isinstance(params[param], dict):
-                    raise SpecError(
-                        f"--set {key}: a mapping is not a ROS parameter; quote JSON text as a string "
-                        f"(--set '{key}=\"...\"') or set dotted names ({key}.name=value)"
-                    )
-        nodes.append(dataclasses.replace(node, parameters=params))
-    return dataclasses.replace(spec, nodes=tuple(nodes))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -86,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     launch.add_argument("--timeout", type=float, default=None, help="stop the graph after this many seconds")
     launch.set_defaults(func=_cmd_launch)
+
+    sim_command.add_parser(sub)
+    record_command.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run the benchmarks (JSON + table under benchmarks/out)")
     bench.add_argument("--only", action="append", help="run only benchmarks whose name starts with this")

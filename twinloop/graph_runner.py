@@ -112,16 +112,27 @@ class GraphRunner:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGINT every node (rclpy shuts down cleanly), then SIGTERM, then SIGKILL the stragglers."""
-        for sig, wait_s in ((signal.SIGINT, grace), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+    def stop(self) -> None:
+        """SIGINT every node (rclpy shuts down cleanly), wait up to each node's `stop_timeout`, then SIGTERM,
+        then SIGKILL the stragglers."""
+        alive = [n for n in self.nodes if n.process.poll() is None]
+        for running in alive:
+            with contextlib.suppress(ProcessLookupError):
+                running.process.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        for running in alive:
+            deadline = start + running.spec.stop_timeout
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                running.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             alive = [n for n in self.nodes if n.process.poll() is None]
             if not alive:
                 break
             for running in alive:
+                self._emit("[twinloop]", f"node '{running.spec.name}' did not stop in time: {sig.name}")
                 with contextlib.suppress(ProcessLookupError):
                     running.process.send_signal(sig)
-            deadline = time.monotonic() + wait_s
+            deadline = time.monotonic() + 2.0
             for running in alive:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     running.process.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -30,7 +30,16 @@ import yaml
 
 SPEC_SUFFIX = ".yaml"
 _ALLOWED_TOP = {"name", "namespace", "parameters", "nodes", "description"}
-_ALLOWED_NODE = {"name", "package", "executable", "required", "parameters", "remappings", "namespace"}
+_ALLOWED_NODE = {
+    "name",
+    "package",
+    "executable",
+    "required",
+    "parameters",
+    "remappings",
+    "namespace",
+    "stop_timeout",
+}
 
 
 class SpecError(ValueError):
@@ -46,6 +55,8 @@ class NodeSpec:
     required: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: dict[str, str] = field(default_factory=dict)
+    # s between Ctrl-C and SIGTERM when the graph stops: a recorder finishing its commits needs more
+    stop_timeout: float = 5.0
 
     @property
     def module(self) -> str:
@@ -148,6 +159,9 @@ def parse_spec(data: Any, path: Path) -> GraphSpec:
                 raise SpecError(f"{where}: '{key}' is required and must be a string")
         if not isinstance(raw.get("required", False), bool):
             raise SpecError(f"{where}: 'required' must be true or false")
+        stop_timeout = raw.get("stop_timeout", 5.0)
+        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, int | float) or stop_timeout <= 0:
+            raise SpecError(f"{where}: 'stop_timeout' must be a positive number of seconds")
         remaps = raw.get("remappings") or {}
         if not isinstance(remaps, dict) or not all(isinstance(v, str) for v in remaps.values()):
             raise SpecError(f"{where}: 'remappings' must map topic names to topic names")
@@ -161,6 +175,7 @@ def parse_spec(data: Any, path: Path) -> GraphSpec:
                 required=bool(raw.get("required", False)),
                 parameters=params,
                 remappings={str(k): v for k, v in remaps.items()},
+                stop_timeout=float(stop_timeout),
             )
         )
     names = [n.name for n in nodes]
@@ -197,3 +212,40 @@ def ros_args(node: NodeSpec, params_file: Path) -> list[str]:
 def params_yaml(node: NodeSpec) -> str:
     """ROS 2 params file for one node. Keyed `/**/name` so it matches inside any namespace."""
     return yaml.safe_dump({f"/**/{node.name}": {"ros__parameters": node.parameters}}, sort_keys=True)
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """`NODE.PARAM=VALUE` (the CLI's --set) -> ("NODE.PARAM", "VALUE")."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise SpecError(f"--set expects NODE.PARAM=VALUE, got '{text}'")
+    key, value = text.split("=", 1)
+    return key, value
+
+
+def apply_overrides(spec: GraphSpec, overrides: dict[str, str]) -> GraphSpec:
+    """A copy of `spec` with `{"NODE.PARAM": "yaml value"}` set; unknown nodes and mappings are errors."""
+    import dataclasses
+
+    nodes = []
+    names = {n.name for n in spec.nodes}
+    for key in overrides:
+        if key.split(".", 1)[0] not in names:
+            raise SpecError(
+                f"--set {key}: no node '{key.split('.', 1)[0]}' in graph (nodes: {sorted(names)})"
+            )
+    for node in spec.nodes:
+        params = dict(node.parameters)
+        for key, value in overrides.items():
+            node_name, param = key.split(".", 1)
+            if node_name == node.name:
+                parsed = yaml.safe_load(value)
+                if type(params.get(param)) is float and type(parsed) is int:
+                    parsed = float(parsed)  # `rate=15` for a double parameter: ROS refuses an INTEGER there
+                params[param] = parsed
+                if isinstance(params[param], dict):
+                    raise SpecError(
+                        f"--set {key}: a mapping is not a ROS parameter; quote JSON text as a string "
+                        f"(--set '{key}=\"...\"') or set dotted names ({key}.name=value)"
+                    )
+        nodes.append(dataclasses.replace(node, parameters=params))
+    return dataclasses.replace(spec, nodes=tuple(nodes))

@@ -9,7 +9,7 @@ from glob import glob
 from setuptools import setup
 
 package_name = "twinloop_ros"
-executables = ["twin_node", "policy_server", "command_mux", "evaluator"]
+executables = ["twin_node", "policy_server", "command_mux", "evaluator", "recorder"]
 
 setup(
     name=package_name,

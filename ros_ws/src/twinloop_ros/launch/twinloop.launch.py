@@ -43,6 +43,8 @@ def _nodes(context):
                 remappings=list((node.get("remappings") or {}).items()),
                 output="screen",
                 emulate_tty=True,
+                # Ctrl-C -> SIGTERM escalation (launch's default is 5 s, like twinloop's runner)
+                sigterm_timeout=str(node.get("stop_timeout", 5)),
                 on_exit=Shutdown(reason=f"required node {node['name']} exited")
                 if node.get("required")
                 else None,

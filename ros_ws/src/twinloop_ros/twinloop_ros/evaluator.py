@@ -15,7 +15,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from twinloop.sim.evaluation import EpisodeRecord, result_line, summarize, write_summary, write_video
@@ -37,6 +37,8 @@ class Evaluator(Node):
         self.seed = int(p("seed", 0).value)
         self.twin_node = p("twin_node", "twin").value
         self.reset_policy_each_episode = bool(p("reset_policy", True).value)  # false: no policy server
+        # true: a recorder records every episode (recorder/start_episode after the reset, stop at its end)
+        self.record = bool(p("record", False).value)
         self.service_timeout = float(p("service_timeout", 60.0).value)
         out = p("output_dir", "").value or f"outputs/eval/{datetime.now():%Y%m%d-%H%M%S}"
         self.output_dir = Path(out)
@@ -67,6 +69,10 @@ class Evaluator(Node):
             self.create_subscription(JointState, "joint_states", self._on_joint_state, qos.JOINT_STATES)
         self.reset_sim = self.create_client(Trigger, "sim/reset")
         self.reset_policy = self.create_client(Trigger, "policy/reset")
+        self.recorder_start = self.create_client(Trigger, "recorder/start_episode")
+        self.recorder_stop = self.create_client(Trigger, "recorder/stop_episode")
+        # the episode's language instruction (from the twin's reset), for VLA policies and the recorder
+        self.pub_instruction = self.create_publisher(String, "policy/instruction", qos.LATCHED)
         ns = self.get_namespace().rstrip("/")
         self.twin_params = AsyncParameterClient(self, f"{ns}/{self.twin_node}")
 
@@ -137,6 +143,11 @@ class Evaluator(Node):
         needed = [(self.reset_sim, "sim/reset")]
         if self.reset_policy_each_episode:
             needed.append((self.reset_policy, "policy/reset"))
+        if self.record:
+            needed += [
+                (self.recorder_start, "recorder/start_episode"),
+                (self.recorder_stop, "recorder/stop_episode"),
+            ]
         for client, what in needed:
             if not client.wait_for_service(timeout_sec=self.service_timeout):
                 log.error(
@@ -175,6 +186,10 @@ class Evaluator(Node):
             self._frames = [] if record_video else None
             self._joint_rows = [] if self.record_joints else None
         record = self._run_episode(index, seed)
+        if self.record:
+            stopped = self._call(self.recorder_stop, Trigger.Request(), "recorder/stop_episode")
+            if not stopped.success:
+                raise RuntimeError(f"recorder/stop_episode failed: {stopped.message}")
         if record_video:
             self._save_video(index, self._t0)
         if self.record_joints:
@@ -194,6 +209,12 @@ class Evaluator(Node):
         if self.reset_policy_each_episode:
             self._call(self.reset_policy, Trigger.Request(), "policy/reset")
         t0 = self._t0 = float(result.message.split("t0=")[1].split()[0])
+        instruction = result.message.split("instruction=", 1)[1] if "instruction=" in result.message else ""
+        self.pub_instruction.publish(String(data=instruction))
+        if self.record:
+            started = self._call(self.recorder_start, Trigger.Request(), "recorder/start_episode")
+            if not started.success:
+                raise RuntimeError(f"recorder/start_episode failed: {started.message}")
         with self._lock:
             self._success_at = None
         while rclpy.ok():

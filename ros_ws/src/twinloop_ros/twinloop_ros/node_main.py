@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 import rclpy
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -30,7 +31,8 @@ def _construct(make_node: Callable[[], Node]) -> Node | int:
     except (KeyboardInterrupt, ExternalShutdownException):
         rclpy.try_shutdown()
         return 0
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, InvalidParameterTypeException) as exc:
+        # InvalidParameterTypeException: e.g. `camera_rate:=15` (an integer) for a double parameter
         print(f"error: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2

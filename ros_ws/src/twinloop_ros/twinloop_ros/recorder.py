@@ -1,0 +1,328 @@
+"""Recorder node: the contract topics on a fixed-rate timeline, written as LeRobot v3, zarr and MCAP.
+
+Subscribes (raw CDR, so the MCAP bag gets the bytes as they travelled) to `joint_states`, every camera's
+`<cam>/image_raw` and `camera_info`, every `tactile/<name>/image`, `arm_controller/joint_trajectory` (the
+command actually sent to the arm: the recorded action), `policy/joint_trajectory`,
+`teleop/joint_trajectory`, `command_mux/source`, `policy/instruction` and `sim/success`.
+
+Episodes: services `recorder/start_episode`, `recorder/stop_episode`, `recorder/discard_episode`
+(std_srvs/Trigger). Ticks run at `fps` on the node's clock (sim time with use_sim_time) and are sampled
+`sample_delay` behind it, so a message stamped at a tick has arrived before the tick is taken: per stream
+the newest message stamped at or before the tick within its maximum skew (twinloop.datasets.timeline). A
+tick without joint states or a camera frame is not written and is counted as a drop. Stopping answers at
+once; the episode closes when its last tick is sampled, then a worker commits it
+(twinloop.datasets.recording: atomic per format; a crash loses at most the episode in progress).
+
+Quality: per stream rate, drops, duplicates, skew and drift are logged at the end of each episode and
+stored in its metadata; a camera below `min_camera_fraction` of the recording rate is warned about.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from twinloop.datasets.episode import SOURCE_CODES, EpisodeMeta
+from twinloop.datasets.recording import FORMATS, RecordingSession
+from twinloop.datasets.timeline import Timeline
+from twinloop.hardware.executor import interpolate
+from twinloop_ros import qos
+from twinloop_ros.conversions import (
+    image_to_numpy,
+    joint_state_to_numpy,
+    stamp_to_seconds,
+    trajectory_to_chunk,
+)
+from twinloop_ros.node_main import spin_node
+
+_POLICY_ACTIVE_S = 1.0  # a policy chunk this recent means a policy is running (for intervention labels)
+
+
+class Recorder(Node):
+    def __init__(self) -> None:
+        super().__init__("recorder")
+        p = self.declare_parameter
+        self.fps = float(p("fps", 30.0).value)
+        out = p("output", "").value or f"outputs/recordings/{datetime.now():%Y%m%d-%H%M%S}"
+        formats = [f for f in p("formats", list(FORMATS)).value if f]
+        self.cameras = [c for c in p("cameras", ["front", "wrist"]).value or [] if c]
+        self.tactile = [t for t in p("tactile", [""]).value or [] if t]
+        self.robot = p("robot", "so101").value
+        self.operator = p("operator", "").value
+        self.default_task = p("task", "").value
+        self.calibration_files = [f for f in p("calibration_files", [""]).value or [] if f]
+        self.sample_delay = float(p("sample_delay", 0.2).value)
+        self.min_camera_fraction = float(p("min_camera_fraction", 0.9).value)
+        joint_skew = float(p("joint_max_skew", 0.05).value)
+        camera_skew = float(p("camera_max_skew", 1.5 / self.fps).value)
+
+        self.session = RecordingSession(
+            Path(out),
+            self.fps,
+            formats,
+            resume=bool(p("resume", False).value),
+            repo_id=p("repo_id", "twinloop/recording").value,
+            log=lambda text: self.get_logger().info(text),
+        )
+        self.timeline = Timeline(self.fps)
+        self.timeline.add_stream("joints", joint_skew)
+        for cam in self.cameras:
+            self.timeline.add_stream(f"observation.images.{cam}", camera_skew)
+        for name in self.tactile:
+            self.timeline.add_stream(f"observation.tactile.{name}", camera_skew)
+        # commands hold until replaced; not required (before the first command the arm holds its state)
+        self.timeline.add_stream("command", 3600.0, required=False)
+
+        self._lock = threading.Lock()
+        self._joint_names: list[str] = []
+        self._source = "hold"
+        self._instruction = self.default_task
+        self._success_seen: bool | None = None
+        self._last_policy = -np.inf
+        self._was_intervening = False
+        self._interventions = 0
+        self._next_tick: float | None = None
+        self._stop_at: float | None = None
+        self._ticks_written = 0
+        self._ticks_missing = 0
+
+        self._subscribe("joint_states", JointState, qos.JOINT_STATES, self._on_joints)
+        for cam in self.cameras:
+            self._subscribe(f"{cam}/image_raw", Image, qos.SENSOR_DATA, self._image_handler(cam))
+            self._subscribe(f"{cam}/camera_info", CameraInfo, qos.LATCHED, None)
+        for name in self.tactile:
+            self._subscribe(f"tactile/{name}/image", Image, qos.SENSOR_DATA, self._tactile_handler(name))
+        self._subscribe("arm_controller/joint_trajectory", JointTrajectory, qos.COMMANDS, self._on_command)
+        self._subscribe("policy/joint_trajectory", JointTrajectory, qos.COMMANDS, self._on_policy)
+        self._subscribe("teleop/joint_trajectory", JointTrajectory, qos.COMMANDS, None)
+        self._subscribe("command_mux/source", String, qos.LATCHED, self._on_source)
+        self._subscribe("policy/instruction", String, qos.LATCHED, self._on_instruction)
+        self._subscribe("sim/success", Bool, qos.EVENTS, self._on_success)
+        self.create_service(Trigger, "recorder/start_episode", self._on_start)
+        self.create_service(Trigger, "recorder/stop_episode", self._on_stop)
+        self.create_service(Trigger, "recorder/discard_episode", self._on_discard)
+        self.create_timer(1.0 / self.fps, self._on_timer)
+        counts = ", ".join(f"{k} {v}" for k, v in self.session.committed().items())
+        self.get_logger().info(
+            f"recorder ready: {self.session.out} ({counts or 'empty'}) at {self.fps:g} fps, "
+            f"cameras={self.cameras} tactile={self.tactile}"
+        )
+
+    # -- subscriptions -----------------------------------------------------------------------------
+    def _subscribe(self, topic: str, msg_type, profile, handler) -> None:
+        msgtype = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+        resolved = self.resolve_topic_name(topic)
+
+        def callback(raw: bytes) -> None:
+            t_ns = self.get_clock().now().nanoseconds
+            msg = None
+            if handler is not None:
+                msg = deserialize_message(raw, msg_type)
+                try:
+                    handler(msg, t_ns * 1e-9)
+                except ValueError as exc:
+                    self.get_logger().error(f"{resolved}: message skipped: {exc}")
+            with self._lock:
+                if self.session.recording:
+                    stamp = getattr(getattr(msg, "header", None), "stamp", None)
+                    self.session.write_raw(
+                        resolved, msgtype, bytes(raw), t_ns if stamp is None else _ns(stamp)
+                    )
+
+        self.create_subscription(msg_type, topic, callback, profile, raw=True)
+
+    def _on_joints(self, msg: JointState, _now: float) -> None:
+        names, position, velocity, effort = joint_state_to_numpy(msg)
+        self._joint_names = list(names)
+        with self._lock:
+            self.timeline.add("joints", stamp_to_seconds(msg.header.stamp), (position, velocity, effort))
+
+    def _image_handler(self, cam: str):
+        def handle(msg: Image, _now: float) -> None:
+            with self._lock:
+                self.timeline.add(
+                    f"observation.images.{cam}", stamp_to_seconds(msg.header.stamp), image_to_numpy(msg)
+                )
+
+        return handle
+
+    def _tactile_handler(self, name: str):
+        def handle(msg: Image, _now: float) -> None:
+            with self._lock:
+                key = f"observation.tactile.{name}"
+                self.timeline.add(key, stamp_to_seconds(msg.header.stamp), image_to_numpy(msg))
+
+        return handle
+
+    def _on_command(self, msg: JointTrajectory, _now: float) -> None:
+        chunk = trajectory_to_chunk(msg)
+        with self._lock:
+            self.timeline.add("command", chunk.stamp, chunk)
+
+    def _on_policy(self, _msg: JointTrajectory, now: float) -> None:
+        self._last_policy = now
+
+    def _on_source(self, msg: String, _now: float) -> None:
+        self._source = msg.data
+
+    def _on_instruction(self, msg: String, _now: float) -> None:
+        self._instruction = msg.data
+
+    def _on_success(self, msg: Bool, _now: float) -> None:
+        with self._lock:
+            if self.session.recording:
+                self._success_seen = bool(msg.data) or bool(self._success_seen)
+
+    # -- episodes ----------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_start(self, _request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            if self.session.recording:
+                response.success, response.message = False, "an episode is already being recorded"
+                return response
+            meta = EpisodeMeta(
+                index=0,
+                fps=self.fps,
+                task=self._instruction or self.default_task,
+                robot=self.robot,
+                joint_names=list(self._joint_names),
+                operator=self.operator,
+                calibration_files=list(self.calibration_files),
+                started_at=datetime.now().isoformat(timespec="seconds"),
+            )
+            self.session.begin(meta)
+            self.timeline.reset_quality()
+            self._next_tick = self._now()
+            self._stop_at = None
+            self._success_seen = None
+            self._interventions, self._was_intervening = 0, False
+            self._ticks_written = self._ticks_missing = 0
+        response.success = True
+        response.message = f"episode {meta.index} started at t={self._next_tick:.3f}: {meta.task!r}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_stop(self, _request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            if not self.session.recording or self._stop_at is not None:
+                response.success, response.message = False, "no episode is being recorded"
+                return response
+            self._stop_at = self._now()
+        response.success = True
+        response.message = f"episode stops at t={self._stop_at:.3f} (closes {self.sample_delay:g} s later)"
+        return response
+
+    def _on_discard(self, _request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            recording = self.session.recording
+            self.session.discard()
+            self._stop_at = None
+        response.success = recording
+        response.message = "episode discarded" if recording else "no episode is being recorded"
+        self.get_logger().info(response.message)
+        return response
+
+    # -- the timeline ------------------------------------------------------------------------------
+    def _on_timer(self) -> None:
+        with self._lock:
+            if not self.session.recording or self._next_tick is None:
+                return
+            horizon = self._now() - self.sample_delay
+            if self._stop_at is not None:
+                horizon = min(horizon, self._stop_at)
+            while self._next_tick <= horizon + 1e-9:
+                self._take_tick(self._next_tick)
+                self._next_tick += 1.0 / self.fps
+            if self._stop_at is not None and self._now() - self.sample_delay >= self._stop_at:
+                self._close_episode()
+
+    def _take_tick(self, t: float) -> None:
+        values, missing = self.timeline.sample(t)
+        if missing:
+            self._ticks_missing += 1
+            return
+        position, velocity, effort = values["joints"]
+        chunk = values.get("command")
+        action = position if chunk is None else interpolate(chunk, t)
+        intervening = self._source == "teleop" and self._now() - self._last_policy < _POLICY_ACTIVE_S
+        if intervening and not self._was_intervening:
+            self._interventions += 1
+        self._was_intervening = intervening
+        row = {
+            "timestamp": np.float64(self._ticks_written / self.fps),
+            "observation.state": position.astype(np.float32),
+            "action": np.asarray(action, np.float32),
+            "command_source": np.int8(SOURCE_CODES.get(self._source, 0)),
+            "intervention": np.bool_(intervening),
+        }
+        if len(velocity):
+            row["observation.velocity"] = velocity.astype(np.float32)
+        if len(effort):
+            row["observation.effort"] = effort.astype(np.float32)
+        for key, value in values.items():
+            if key.startswith("observation."):
+                row[key] = value
+        self.session.append(row)
+        self._ticks_written += 1
+
+    def _close_episode(self) -> None:
+        duration = self._ticks_written / self.fps
+        quality = self.timeline.quality(duration)
+        quality["ticks"] = {"written": self._ticks_written, "incomplete": self._ticks_missing}
+        self._warn_about(quality)
+        self._stop_at = self._next_tick = None
+        try:
+            index = self.session.end(
+                success=self._success_seen, interventions=self._interventions, quality=quality
+            )
+        except ValueError as exc:
+            self.get_logger().error(f"episode not saved: {exc}")
+            return
+        self.get_logger().info(
+            f"episode {index} saved: {self._ticks_written} frames ({duration:.2f} s), "
+            f"{self._ticks_missing} incomplete ticks, success={self._success_seen}, "
+            f"interventions={self._interventions}"
+        )
+
+    def _warn_about(self, quality: dict) -> None:
+        for cam in self.cameras:
+            rate = quality[f"observation.images.{cam}"]["rate_hz"]
+            if rate is None or rate < self.min_camera_fraction * self.fps:
+                self.get_logger().warning(
+                    f"camera {cam}: {0 if rate is None else rate:.1f} Hz, below "
+                    f"{self.min_camera_fraction:.0%} of the {self.fps:g} fps recording "
+                    "(frames duplicated or dropped)"
+                )
+
+    def close(self) -> None:
+        """Close a stopping episode with what has arrived, then finish the queued commits."""
+        with self._lock:
+            if self.session.recording and self._stop_at is not None:
+                while self._next_tick is not None and self._next_tick <= self._stop_at + 1e-9:
+                    self._take_tick(self._next_tick)
+                    self._next_tick += 1.0 / self.fps
+                self._close_episode()
+        self.session.close()
+
+
+def _ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def main(args: list[str] | None = None) -> int:
+    return spin_node(Recorder, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
