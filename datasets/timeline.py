@@ -114,6 +114,14 @@ class Timeline:
     def add(self, name: str, stamp: float, value: Any) -> None:
         self.streams[name].add(stamp, value)
 
+    def ready(self, t: float) -> bool:
+        """Every required stream has a message stamped at or after `t`: nothing stamped before `t` can
+        still arrive (streams are in order), so tick `t` can be taken without waiting longer."""
+        return all(
+            (last := self.streams[name].quality.last_stamp) is not None and last >= t - 1e-9
+            for name in self.required
+        )
+
     def sample(self, t: float) -> tuple[dict[str, Any], list[str]]:
         """({stream: value} of the newest messages at tick `t`, [required streams that had none])."""
         values: dict[str, Any] = {}

@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import rclpy
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
 
-def _shutdown(node: Node, executor: SingleThreadedExecutor, spinner: threading.Thread | None = None) -> None:
+def _shutdown(node: Node, executor: Executor, spinner: threading.Thread | None = None) -> None:
     close = getattr(node, "close", None)  # nodes with worker threads stop them before destruction
     if close is not None:
         close()
@@ -39,21 +39,22 @@ def _construct(make_node: Callable[[], Node]) -> Node | int:
 
 
 def _start(
-    make_node: Callable[[], Node], args: list[str] | None
-) -> tuple[Node, SingleThreadedExecutor] | int:
+    make_node: Callable[[], Node], args: list[str] | None, threads: int = 1
+) -> tuple[Node, Executor] | int:
     """rclpy.init, build the node (or an exit status) and an executor holding it."""
     rclpy.init(args=sys.argv if args is None else args)
     node = _construct(make_node)
     if isinstance(node, int):
         return node
-    executor = SingleThreadedExecutor()
+    executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
     return node, executor
 
 
-def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Run a callback-driven node until shutdown. Returns the process exit status."""
-    run = _start(make_node, args)
+def spin_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
+    """Run a callback-driven node until shutdown. Returns the process exit status. `threads` > 1: callbacks
+    of different callback groups run concurrently (a service that waits for the node's own timer)."""
+    run = _start(make_node, args, threads)
     if isinstance(run, int):
         return run
     node, executor = run

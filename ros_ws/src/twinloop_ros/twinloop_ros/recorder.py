@@ -6,11 +6,11 @@ command actually sent to the arm: the recorded action), `policy/joint_trajectory
 `teleop/joint_trajectory`, `command_mux/source`, `policy/instruction` and `sim/success`.
 
 Episodes: services `recorder/start_episode`, `recorder/stop_episode`, `recorder/discard_episode`
-(std_srvs/Trigger). Ticks run at `fps` on the node's clock (sim time with use_sim_time) and are sampled
-`sample_delay` behind it, so a message stamped at a tick has arrived before the tick is taken: per stream
-the newest message stamped at or before the tick within its maximum skew (twinloop.datasets.timeline). A
-tick without joint states or a camera frame is not written and is counted as a drop. Stopping answers at
-once; the episode closes when its last tick is sampled, then a worker commits it
+(std_srvs/Trigger). Ticks run at `fps` on the node's clock (sim time with use_sim_time); a tick is taken
+once every required stream has a message stamped at or after it (or `sample_timeout` wall seconds after
+the clock passed it): per stream the newest message stamped at or before the tick within its maximum
+skew (twinloop.datasets.timeline). A tick without joint states or a camera frame is not written and is
+counted. `stop_episode` answers once the episode is closed and staged; a worker then commits it
 (twinloop.datasets.recording: atomic per format; a crash loses at most the episode in progress).
 
 Quality: per stream rate, drops, duplicates, skew and drift are logged at the end of each episode and
@@ -20,11 +20,14 @@ stored in its metadata; a camera below `min_camera_fraction` of the recording ra
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
@@ -60,7 +63,8 @@ class Recorder(Node):
         self.operator = p("operator", "").value
         self.default_task = p("task", "").value
         self.calibration_files = [f for f in p("calibration_files", [""]).value or [] if f]
-        self.sample_delay = float(p("sample_delay", 0.2).value)
+        # wall s a tick waits for late messages once the clock has passed it
+        self.sample_timeout = float(p("sample_timeout", 0.5).value)
         self.min_camera_fraction = float(p("min_camera_fraction", 0.9).value)
         joint_skew = float(p("joint_max_skew", 0.05).value)
         camera_skew = float(p("camera_max_skew", 1.5 / self.fps).value)
@@ -83,6 +87,8 @@ class Recorder(Node):
         self.timeline.add_stream("command", 3600.0, required=False)
 
         self._lock = threading.Lock()
+        self._closed = threading.Condition(self._lock)
+        self.stop_timeout = float(p("stop_timeout", 30.0).value)  # wall s that stop_episode waits
         self._joint_names: list[str] = []
         self._source = "hold"
         self._instruction = self.default_task
@@ -94,7 +100,11 @@ class Recorder(Node):
         self._stop_at: float | None = None
         self._ticks_written = 0
         self._ticks_missing = 0
+        self._last_closed: int | None = None
+        self._due_since: float | None = None
 
+        # inputs in their own group: they keep arriving while the timer writes a block of frames
+        self._inputs = MutuallyExclusiveCallbackGroup()
         self._subscribe("joint_states", JointState, qos.JOINT_STATES, self._on_joints)
         for cam in self.cameras:
             self._subscribe(f"{cam}/image_raw", Image, qos.SENSOR_DATA, self._image_handler(cam))
@@ -107,9 +117,11 @@ class Recorder(Node):
         self._subscribe("command_mux/source", String, qos.LATCHED, self._on_source)
         self._subscribe("policy/instruction", String, qos.LATCHED, self._on_instruction)
         self._subscribe("sim/success", Bool, qos.EVENTS, self._on_success)
-        self.create_service(Trigger, "recorder/start_episode", self._on_start)
-        self.create_service(Trigger, "recorder/stop_episode", self._on_stop)
-        self.create_service(Trigger, "recorder/discard_episode", self._on_discard)
+        # services in their own group: stop waits for the timer (default group) to close the episode
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "recorder/start_episode", self._on_start, callback_group=services)
+        self.create_service(Trigger, "recorder/stop_episode", self._on_stop, callback_group=services)
+        self.create_service(Trigger, "recorder/discard_episode", self._on_discard, callback_group=services)
         self.create_timer(1.0 / self.fps, self._on_timer)
         counts = ", ".join(f"{k} {v}" for k, v in self.session.committed().items())
         self.get_logger().info(
@@ -120,6 +132,14 @@ class Recorder(Node):
     # -- subscriptions -----------------------------------------------------------------------------
     def _subscribe(self, topic: str, msg_type, profile, handler) -> None:
         msgtype = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+        # the publisher's profile with a deep reader queue: a recorder busy for a moment (compressing a
+        # block of frames) must not lose what arrives meanwhile (seen: joint_states at 60-90 of 100 Hz)
+        profile = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=max(profile.depth, 500),
+            reliability=profile.reliability,
+            durability=profile.durability,
+        )
         resolved = self.resolve_topic_name(topic)
 
         def callback(raw: bytes) -> None:
@@ -138,7 +158,7 @@ class Recorder(Node):
                         resolved, msgtype, bytes(raw), t_ns if stamp is None else _ns(stamp)
                     )
 
-        self.create_subscription(msg_type, topic, callback, profile, raw=True)
+        self.create_subscription(msg_type, topic, callback, profile, raw=True, callback_group=self._inputs)
 
     def _on_joints(self, msg: JointState, _now: float) -> None:
         names, position, velocity, effort = joint_state_to_numpy(msg)
@@ -204,7 +224,7 @@ class Recorder(Node):
             self.session.begin(meta)
             self.timeline.reset_quality()
             self._next_tick = self._now()
-            self._stop_at = None
+            self._stop_at = self._due_since = None
             self._success_seen = None
             self._interventions, self._was_intervening = 0, False
             self._ticks_written = self._ticks_missing = 0
@@ -214,13 +234,24 @@ class Recorder(Node):
         return response
 
     def _on_stop(self, _request, response: Trigger.Response) -> Trigger.Response:
+        """Answers once the episode is closed (sampled up to now and staged); its commit runs on."""
         with self._lock:
             if not self.session.recording or self._stop_at is not None:
                 response.success, response.message = False, "no episode is being recorded"
                 return response
-            self._stop_at = self._now()
+            stop_at = self._stop_at = self._now()
+            deadline = time.monotonic() + self.stop_timeout
+            while self.session.recording and time.monotonic() < deadline:
+                self._closed.wait(timeout=0.1)
+            if self.session.recording:
+                response.success = False
+                response.message = (
+                    f"the data up to t={stop_at:.3f} did not arrive within {self.stop_timeout:g} s; "
+                    "the episode closes when it does"
+                )
+                return response
         response.success = True
-        response.message = f"episode stops at t={self._stop_at:.3f} (closes {self.sample_delay:g} s later)"
+        response.message = f"episode {self._last_closed} closed at t={stop_at:.3f}"
         return response
 
     def _on_discard(self, _request, response: Trigger.Response) -> Trigger.Response:
@@ -235,17 +266,25 @@ class Recorder(Node):
 
     # -- the timeline ------------------------------------------------------------------------------
     def _on_timer(self) -> None:
+        """Take every tick whose data is in: each required stream has a message at or after the tick,
+        or `sample_timeout` wall seconds passed since the clock did (then missing streams count as drops).
+        Waiting on arrivals rather than on the clock keeps lockstep recordings complete at any speed."""
         with self._lock:
-            if not self.session.recording or self._next_tick is None:
-                return
-            horizon = self._now() - self.sample_delay
-            if self._stop_at is not None:
-                horizon = min(horizon, self._stop_at)
-            while self._next_tick <= horizon + 1e-9:
-                self._take_tick(self._next_tick)
-                self._next_tick += 1.0 / self.fps
-            if self._stop_at is not None and self._now() - self.sample_delay >= self._stop_at:
-                self._close_episode()
+            now, wall = self._now(), time.monotonic()
+            while self.session.recording and self._next_tick is not None:
+                t = self._next_tick
+                if self._stop_at is not None and t > self._stop_at + 1e-9:
+                    self._close_episode()
+                    return
+                if now < t:
+                    return
+                if not self.timeline.ready(t):
+                    self._due_since = wall if self._due_since is None else self._due_since
+                    if wall - self._due_since < self.sample_timeout:
+                        return
+                self._take_tick(t)
+                self._due_since = None
+                self._next_tick = t + 1.0 / self.fps
 
     def _take_tick(self, t: float) -> None:
         values, missing = self.timeline.sample(t)
@@ -321,7 +360,7 @@ def _ns(stamp) -> int:
 
 
 def main(args: list[str] | None = None) -> int:
-    return spin_node(Recorder, args)
+    return spin_node(Recorder, args, threads=3)
 
 
 if __name__ == "__main__":

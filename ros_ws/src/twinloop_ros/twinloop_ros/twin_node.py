@@ -82,6 +82,11 @@ class TwinNode(Node):
         cameras = tuple(self._declare_camera(name, robot) for name in names)
         self.camera_rate = float(p("camera_rate", 10.0).value)
         self.lockstep_timeout = float(p("lockstep_timeout", 2.0).value)
+        # lockstep: at most this many sim seconds per wall second (0 = as fast as the commander answers),
+        # for subscribers that must see every message, e.g. a recorder; pacing never changes the result
+        self.max_speed = float(p("max_speed", 0.0).value)
+        if self.max_speed < 0:
+            raise ValueError(f"parameter max_speed must be >= 0 (0: unlimited), got {self.max_speed:g}")
         self.success_rate = float(p("success_rate", 10.0).value)
         self.tactile_rate = float(p("tactile_rate", 50.0).value)
         # The scripted expert (privileged sim state) acts as a teleoperator: it publishes a chunk on
@@ -374,6 +379,7 @@ class TwinNode(Node):
         eps = 1e-9
         waited_out = 0
         episode = None  # the episode whose frame schedule runs: every episode starts with a camera frame
+        pace: tuple[float, float] | None = None  # (sim, wall) time where max_speed pacing started
         with self._lock:
             self._loop_running = True
         try:
@@ -412,6 +418,12 @@ class TwinNode(Node):
                     self.twin.step(self.executor_.step(now))
                 if self.mode == "realtime":
                     delay = self.now() - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
+                elif self.max_speed > 0:
+                    if pace is None or self.now() < pace[0]:  # (re)start pacing (also after a reset)
+                        pace = (self.now(), time.monotonic())
+                    delay = pace[1] + (self.now() - pace[0]) / self.max_speed - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
         finally:
