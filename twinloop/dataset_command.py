@@ -76,8 +76,7 @@ def _info(args, path: Path, buffer) -> int:
         print(
             f"  episode {i}: {buffer.episode_length(i)} frames at {meta.fps:g} fps, success={meta.success}, "
             f"interventions={meta.interventions}, task={meta.task!r}, "
-            f"incomplete ticks={ticks.get('incomplete', 0)}"
-            + (f", drops {drops}" if drops else "")
+            f"incomplete ticks={ticks.get('incomplete', 0)}" + (f", drops {drops}" if drops else "")
         )
     return 0
 
