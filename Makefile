@@ -13,6 +13,9 @@ APT_PACKAGES := ffmpeg iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
+# Never put the working directory on sys.path: the top-level `datasets/` folder would shadow
+# Hugging Face `datasets` (lerobot's dependency) in every `python -m` started from the repo root.
+export PYTHONSAFEPATH := 1
 
 .PHONY: install demo test bench lint clean help
 
@@ -41,7 +44,7 @@ demo: install
 	$(VENV)/bin/twinloop launch sim_pick
 
 test: install
-	$(PY) -m pytest -q tests
+	$(VENV)/bin/pytest -q tests
 
 bench: install
 	$(VENV)/bin/twinloop bench

@@ -116,7 +116,7 @@ class EpisodeBuffer:
         self._flush()
         for key, value in meta_updates.items():
             setattr(self.meta, key, value)
-        _write_atomic(self.folder / COMPLETE_MARKER, self.meta.to_json())
+        write_atomic(self.folder / COMPLETE_MARKER, self.meta.to_json())
         return StagedEpisode(self.folder)
 
     def discard(self) -> None:
@@ -131,7 +131,10 @@ class StagedEpisode:
         marker = self.folder / COMPLETE_MARKER
         if not marker.is_file():
             raise ValueError(f"{self.folder}: not a complete staged episode (no {COMPLETE_MARKER})")
-        self.meta = EpisodeMeta.from_json(marker.read_text())
+        try:
+            self.meta = EpisodeMeta.from_json(marker.read_text())
+        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError; unknown keys a TypeError
+            raise ValueError(f"{marker}: unreadable episode metadata ({exc})") from None
         self._group = zarr.open_group(str(self.folder / "data.zarr"), mode="r")
         lengths = {key: self._group[key].shape[0] for key in self._group.array_keys()}
         if len(set(lengths.values())) > 1:
@@ -164,7 +167,7 @@ def staged_episodes(staging: Path) -> tuple[list[StagedEpisode], list[Path]]:
     return complete, partial
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write then rename: readers see the old file or the whole new one, never a torn one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as handle:

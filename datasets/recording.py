@@ -6,23 +6,22 @@
     <out>/.staging/         episodes in flight (twinloop.datasets.episode)
 
 An episode is sampled into a staging buffer while it runs (and its raw messages stream into a partial
-MCAP bag). Stopping it marks the staging complete and renames the bag into place; a worker thread then
-commits it to LeRobot and zarr, in episode order, and deletes the staging folder. Opening a session
-repairs what a crash left: each format rolls back a half-written commit, complete staged episodes are
-committed to the formats that lack them, incomplete ones are discarded. So a `kill -9` loses at most the
-episode in progress. No ROS here: the recorder node feeds this class.
+MCAP bag). Stopping it marks the staging complete and renames the bag into place; a worker process
+(`commit_worker`) then commits it to LeRobot and zarr, in episode order, and deletes the staging
+folder. Opening a session repairs what a crash left: each format rolls back a half-written commit,
+complete staged episodes are committed to the formats that lack them, incomplete ones are discarded.
+So a `kill -9` loses at most the episode in progress. No ROS here: the recorder node feeds this class.
 """
 
 from __future__ import annotations
 
-import queue
 import shutil
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from twinloop.datasets.episode import EpisodeBuffer, EpisodeMeta, StagedEpisode, staged_episodes
+from twinloop.datasets.commit_worker import COMMITTED_FORMATS, CommitWorker
+from twinloop.datasets.episode import EpisodeBuffer, EpisodeMeta, staged_episodes
 
 FORMATS = ("lerobot", "zarr", "mcap")
 
@@ -43,7 +42,6 @@ class RecordingSession:
         self.out = Path(out)
         self.fps = fps
         self.formats = tuple(f for f in FORMATS if f in formats)
-        self.repo_id = repo_id
         self.log = log
         self.staging = self.out / ".staging"
         existing = self.out.is_dir() and any(p.name != ".staging" for p in self.out.iterdir())
@@ -52,20 +50,7 @@ class RecordingSession:
                 f"{self.out} already holds a recording: pass resume to append, or another folder"
             )
         self.out.mkdir(parents=True, exist_ok=True)
-        self._lerobot = None  # created with the first episode's features unless resuming
-        self._zarr = None
         self._mcap = None
-        self._open_formats(resume=existing)
-        self.errors: list[str] = []
-        self._queue: queue.Queue[StagedEpisode | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._commit_loop, name="recording-commit", daemon=True)
-        self._recover_staging()
-        self._worker.start()
-        self._episode: EpisodeBuffer | None = None
-        self._bag = None
-
-    # -- formats -----------------------------------------------------------------------------------
-    def _open_formats(self, resume: bool) -> None:
         if "mcap" in self.formats:
             from twinloop.datasets.mcap_bag import McapEpisodeWriter
 
@@ -73,37 +58,28 @@ class RecordingSession:
             # a finished bag of an episode whose staging completed is kept; other leftovers are deleted
             complete, _ = staged_episodes(self.staging)
             self._report(self._mcap.recover(complete=[e.meta.index for e in complete]))
-        if "zarr" in self.formats:
-            from twinloop.datasets.zarr_buffer import ZarrReplayBuffer
-
-            path = self.out / "replay.zarr"
-            self._zarr = (
-                ZarrReplayBuffer.open(path, mode="a") if path.exists() else ZarrReplayBuffer.create(path)
-            )
-            self._report(self._zarr.recover())
-        if "lerobot" in self.formats and (self.out / "lerobot").exists():
-            self._lerobot = self._open_lerobot(None, resume=True)
-
-    def _open_lerobot(self, first: StagedEpisode | None, resume: bool):
-        from twinloop.datasets.lerobot_v3 import LeRobotWriter
-
-        writer = LeRobotWriter(
-            self.out / "lerobot", self.repo_id, self.fps, features_from=first, resume=resume
-        )
-        self._report(writer.recover())
-        return writer
+        _, partial = staged_episodes(self.staging)
+        for folder in partial:
+            self.log(f"recovered: discarded {folder.name}, unfinished (the recorder stopped mid-episode)")
+            shutil.rmtree(folder, ignore_errors=True)
+        self._committer = None
+        committed = [f for f in self.formats if f in COMMITTED_FORMATS]
+        if committed:  # repairs the formats and commits complete staged episodes before answering
+            self._committer = CommitWorker(self.out, fps, committed, repo_id, log)
+        self._episode: EpisodeBuffer | None = None
+        self._bag = None
 
     def _report(self, message: str | None) -> None:
         if message:
             self.log(f"recovered: {message}")
 
+    @property
+    def errors(self) -> list[str]:
+        return self._committer.errors if self._committer is not None else []
+
     def committed(self) -> dict[str, int]:
-        """Episodes each format holds."""
-        counts = {}
-        if self._lerobot is not None or "lerobot" in self.formats:
-            counts["lerobot"] = self._lerobot.n_episodes if self._lerobot is not None else 0
-        if self._zarr is not None:
-            counts["zarr"] = self._zarr.n_episodes
+        """Episodes each format holds (LeRobot and zarr as of the last answered commit)."""
+        counts = dict(self._committer.counts) if self._committer is not None else {}
         if self._mcap is not None:
             counts["mcap"] = len(self._mcap.episode_paths())
         return counts
@@ -112,16 +88,6 @@ class RecordingSession:
         complete, _ = staged_episodes(self.staging)
         staged = [e.meta.index + 1 for e in complete]
         return max([0, *self.committed().values(), *staged])
-
-    # -- crash recovery ----------------------------------------------------------------------------
-    def _recover_staging(self) -> None:
-        complete, partial = staged_episodes(self.staging)
-        for folder in partial:
-            self.log(f"recovered: discarded {folder.name}, unfinished (the recorder stopped mid-episode)")
-            shutil.rmtree(folder, ignore_errors=True)
-        for episode in complete:
-            self.log(f"recovered: committing staged episode {episode.meta.index} to the formats that lack it")
-            self._commit(episode)
 
     # -- episodes ----------------------------------------------------------------------------------
     def begin(self, meta: EpisodeMeta) -> None:
@@ -149,7 +115,7 @@ class RecordingSession:
             self._bag.write(topic, msgtype, cdr, t_ns)
 
     def end(self, **meta_updates: Any) -> int:
-        """Finish the episode: staged (complete), bag renamed into place, LeRobot/zarr commits queued."""
+        """Finish the episode: staged (complete), bag renamed into place, LeRobot/zarr commits sent."""
         episode, self._episode = self._episode, None
         if episode is None:
             raise ValueError("no episode is being recorded")
@@ -166,7 +132,10 @@ class RecordingSession:
         if self._bag is not None:
             self._bag.commit(staged.meta)
             self._bag = None
-        self._queue.put(staged)
+        if self._committer is not None:
+            self._committer.commit(staged.folder)
+        else:
+            staged.delete()
         return staged.meta.index
 
     def discard(self) -> None:
@@ -177,42 +146,13 @@ class RecordingSession:
             self._bag.discard()
             self._bag = None
 
-    def _commit_loop(self) -> None:
-        while True:
-            staged = self._queue.get()
-            try:
-                if staged is None:
-                    return
-                self._commit(staged)
-            except Exception as exc:  # keep the staging folder: the next start commits it again
-                self.errors.append(f"episode {staged.meta.index}: {exc}")
-                self.log(
-                    f"error: committing episode {staged.meta.index} failed: {exc} (kept in {staged.folder})"
-                )
-            finally:
-                self._queue.task_done()
-
-    def _commit(self, staged: StagedEpisode) -> None:
-        index = staged.meta.index
-        if "lerobot" in self.formats:
-            if self._lerobot is None:
-                self._lerobot = self._open_lerobot(staged, resume=False)
-            if self._lerobot.n_episodes == index:
-                self._lerobot.commit(staged)
-        if self._zarr is not None and self._zarr.n_episodes == index:
-            self._zarr.commit(staged)
-        staged.delete()
-
     def flush(self) -> None:
         """Block until every finished episode is committed."""
-        self._queue.join()
+        if self._committer is not None:
+            self._committer.flush()
 
     def close(self) -> None:
-        """Finish queued commits (an episode in progress is discarded) and close the formats."""
+        """Finish the sent commits (an episode in progress is discarded) and stop the commit worker."""
         self.discard()
-        self._queue.put(None)
-        self._worker.join()
-        if self._lerobot is not None:
-            self._lerobot.close()
-        if self._zarr is not None:
-            self._zarr.close()
+        if self._committer is not None:
+            self._committer.close()

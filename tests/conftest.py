@@ -26,6 +26,7 @@ from twinloop.graph_spec import ros_environment
 
 # Headless rendering for every test, whatever imports mujoco first (twinloop.sim sets it too).
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYTHONSAFEPATH", "1")  # children started from the repo root: no `datasets/` shadowing
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "support" / "ros_probe.py"

@@ -102,6 +102,7 @@ def ros_environment(base: dict[str, str] | None = None, malloc_tuning: bool = Tr
         env.setdefault("MALLOC_MMAP_THRESHOLD_", "134217728")
         env.setdefault("MALLOC_TRIM_THRESHOLD_", "134217728")
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("PYTHONSAFEPATH", "1")  # the repo-root `datasets/` must not shadow HF `datasets`
     return env
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 from collections.abc import Callable
@@ -59,11 +58,15 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None = None, thre
         return run
     node, executor = run
     try:
-        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
-            executor.spin()
+        _spin_quietly(executor, node)
     finally:
         _shutdown(node, executor)
     return 0
+
+
+# rclpy raises this from Subscription.take_message when it cannot build the Python message (seen under
+# heavy load and at shutdown, cf. ros/joint_state_publisher#117); one lost message must not end the node
+_UNTAKEABLE = "Unable to convert call argument"
 
 
 def run_with_loop(
@@ -77,7 +80,7 @@ def run_with_loop(
     if isinstance(run, int):
         return run
     node, executor = run
-    spinner = threading.Thread(target=_spin_quietly, args=(executor,), daemon=True)
+    spinner = threading.Thread(target=_spin_quietly, args=(executor, node), daemon=True)
     spinner.start()
     code = 0
     try:
@@ -93,13 +96,19 @@ def run_with_loop(
     return code
 
 
-def _spin_quietly(executor: SingleThreadedExecutor) -> None:
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        # a wait interrupted by the signal handler's shutdown raises RCLError from rcl_wait; that is
-        # a normal exit, anything else while the context is still valid is a real error
-        if executor.context.ok():
-            raise
+def _spin_quietly(executor: Executor, node: Node) -> None:
+    """Spin until shutdown; a message rclpy cannot take is dropped with a warning, not fatal."""
+    while True:
+        try:
+            executor.spin()
+            return
+        except (KeyboardInterrupt, ExternalShutdownException):
+            return
+        except Exception as exc:
+            # a wait interrupted by the signal handler's shutdown raises RCLError from rcl_wait; that is
+            # a normal exit, anything else while the context is still valid is a real error
+            if not executor.context.ok():
+                return
+            if not (isinstance(exc, RuntimeError) and _UNTAKEABLE in str(exc)):
+                raise
+            node.get_logger().warning(f"dropped one incoming message rclpy could not take: {exc}")

@@ -219,7 +219,7 @@ class Recorder(Node):
                 joint_names=list(self._joint_names),
                 operator=self.operator,
                 calibration_files=list(self.calibration_files),
-                started_at=datetime.now().isoformat(timespec="seconds"),
+                started_at=datetime.now().isoformat(timespec="microseconds"),
             )
             self.session.begin(meta)
             self.timeline.reset_quality()
@@ -323,7 +323,10 @@ class Recorder(Node):
         self._stop_at = self._next_tick = None
         try:
             index = self.session.end(
-                success=self._success_seen, interventions=self._interventions, quality=quality
+                success=self._success_seen,
+                interventions=self._interventions,
+                quality=quality,
+                joint_names=list(self._joint_names),  # known once joint_states arrived
             )
         except ValueError as exc:
             self.get_logger().error(f"episode not saved: {exc}")
