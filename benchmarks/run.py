@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from twinloop.benchmarks import image_transport, memcpy, twin_node_speed, twin_speed
+from twinloop.benchmarks import image_transport, memcpy, recording_throughput, twin_node_speed, twin_speed
 from twinloop.benchmarks.common import ENTRY_KEYS, entry, progress
 
 
@@ -46,6 +46,11 @@ def _cases() -> list[Case]:
             tuple(name for name, _ in twin_node_speed.realtime_names()),
             tuple(unit for _, unit in twin_node_speed.realtime_names()),
             twin_node_speed.bench_realtime,
+        ),
+        Case(
+            tuple(name for name, _ in recording_throughput.names()),
+            tuple(unit for _, unit in recording_throughput.names()),
+            recording_throughput.bench_recording,
         ),
     ]
     # best effort first (the cameras' QoS), each with the profile before the defaults; last, the profile

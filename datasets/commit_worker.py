@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,24 @@ class Committer:
 
     def commit(self, staged: StagedEpisode) -> None:
         """Append the episode to each format that lacks it, then delete its staging folder."""
+        seconds = {}
         if "lerobot" in self.formats:
+            start = time.perf_counter()
             if self._lerobot is None:
                 self._lerobot = self._open_lerobot(staged, resume=False)
             self._lerobot.commit(staged)  # a no-op for an episode it already holds (crash re-offer)
+            seconds["lerobot"] = time.perf_counter() - start
         if self._zarr is not None and self._zarr.n_episodes == staged.meta.index:
+            start = time.perf_counter()
             self._zarr.commit(staged)
+            seconds["zarr"] = time.perf_counter() - start
         staged.delete()
+        # commit time against the episode's duration: > 1 keeps up with recording (`make bench`)
+        duration = staged.length / staged.meta.fps
+        timing = ", ".join(
+            f"{k} {v:.2f} s ({duration / max(v, 1e-9):.1f}x real time)" for k, v in seconds.items()
+        )
+        self.log.append(f"episode {staged.meta.index} committed ({staged.length} frames): {timing}")
 
     def commit_staged(self, staging: Path) -> None:
         """Crash recovery: commit complete staged episodes in order (partial ones are the parent's)."""

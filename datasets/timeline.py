@@ -61,6 +61,10 @@ class Stream:
         self.quality = StreamQuality()
         self._last_used: float | None = None
 
+    @property
+    def newest_stamp(self) -> float | None:
+        return self._stamps[-1] if self._stamps else None
+
     def add(self, stamp: float, value: Any) -> None:
         q = self.quality
         if self._stamps and stamp <= self._stamps[-1]:
@@ -121,6 +125,12 @@ class Timeline:
             (last := self.streams[name].quality.last_stamp) is not None and last >= t - 1e-9
             for name in self.required
         )
+
+    def received_until(self) -> float | None:
+        """The stamp up to which every required stream has delivered (the oldest of their newest
+        stamps); None until each has delivered once. A lockstep twin paces itself on it."""
+        newest = [self.streams[name].newest_stamp for name in self.required]
+        return None if not newest or None in newest else min(newest)
 
     def sample(self, t: float) -> tuple[dict[str, Any], list[str]]:
         """({stream: value} of the newest messages at tick `t`, [required streams that had none])."""

@@ -27,6 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     video.add_argument("path", type=Path)
     video.add_argument("--episode", type=int, default=0)
     video.add_argument("--out", type=Path, help="mp4 path (default: DIR/episode_<N>.mp4)")
+    frame = actions.add_parser("frame", help="one frame of every camera, side by side, as a PNG")
+    frame.add_argument("path", type=Path)
+    frame.add_argument("--episode", type=int, default=0)
+    frame.add_argument("--index", type=int, default=0, help="frame index in the episode (default 0)")
+    frame.add_argument("--out", type=Path, help="PNG path (default: DIR/episode_<N>_frame_<K>.png)")
     parser.set_defaults(func=run)
     return parser
 
@@ -49,7 +54,8 @@ def _episode_index(buffer, episode: int) -> int:
 def run(args: argparse.Namespace) -> int:
     path = Path(args.path).expanduser()
     buffer = _buffer(path)
-    return {"info": _info, "plot": _plot, "video": _video}[args.action](args, path, buffer)
+    actions = {"info": _info, "plot": _plot, "video": _video, "frame": _frame}
+    return actions[args.action](args, path, buffer)
 
 
 def _info(args, path: Path, buffer) -> int:
@@ -110,17 +116,38 @@ def _plot(args, path: Path, buffer) -> int:
     return 0
 
 
-def _video(args, path: Path, buffer) -> int:
+def _camera_frames(path: Path, buffer, i: int, rows: slice | None = None) -> tuple[list[str], list]:
+    """The cameras of episode i tiled side by side, one RGB image per frame."""
     from twinloop.preview import tile_frames, tile_layout
-    from twinloop.sim.evaluation import write_video
 
-    i = _episode_index(buffer, args.episode)
     cameras = [k for k in buffer.keys if k.startswith("observation.images.")]
     if not cameras:
         raise ValueError(f"{path}: the recording has no camera images")
     data = buffer.get_episode(i, keys=cameras)
     layout = tile_layout([(data[k].shape[2], data[k].shape[1]) for k in cameras])  # (width, height)
-    frames = [tile_frames(layout, [data[k][n] for k in cameras]) for n in range(buffer.episode_length(i))]
+    indices = range(buffer.episode_length(i))[rows or slice(None)]
+    return cameras, [tile_frames(layout, [data[k][n] for k in cameras]) for n in indices]
+
+
+def _frame(args, path: Path, buffer) -> int:
+    import cv2
+
+    i = _episode_index(buffer, args.episode)
+    length = buffer.episode_length(i)
+    if not 0 <= args.index < length:
+        raise ValueError(f"--index {args.index}: episode {i} has frames 0..{length - 1}")
+    cameras, frames = _camera_frames(path, buffer, i, slice(args.index, args.index + 1))
+    out = args.out or path / f"episode_{i:03d}_frame_{args.index:04d}.png"
+    cv2.imwrite(str(out), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
+    print(f"wrote {out} ({', '.join(c.split('.')[-1] for c in cameras)})")
+    return 0
+
+
+def _video(args, path: Path, buffer) -> int:
+    from twinloop.sim.evaluation import write_video
+
+    i = _episode_index(buffer, args.episode)
+    cameras, frames = _camera_frames(path, buffer, i)
     out = args.out or path / f"episode_{i:03d}.mp4"
     write_video(frames, Path(out), buffer.meta(i).fps)
     print(f"wrote {out} ({len(frames)} frames: {', '.join(c.split('.')[-1] for c in cameras)})")

@@ -50,6 +50,8 @@ class Evaluator(Node):
         # 0 (the default): the task's own episode time limit
         limit = float(p("episode_time_limit", 0.0).value)
         self.time_limit = limit if limit > 0 else get_task(self.labels["task"]).time_limit
+        # true: every episode lasts the whole time limit (fixed-length recordings, throughput benchmarks)
+        self.full_episodes = bool(p("full_episodes", False).value)
         self.video_episodes = int(p("video_episodes", 1).value)
         self.video_fps = float(p("video_fps", 10.0).value)
         self.video_tail_s = float(p("video_tail_s", 1.0).value)
@@ -223,7 +225,10 @@ class Evaluator(Node):
                 success_at = self._success_at
                 if success_at is not None and success_at < t0 + _SUCCESS_GRACE_S:
                     self._success_at = success_at = None
-            if success_at is not None:
+            if success_at is not None and self.full_episodes:
+                if now - t0 >= self.time_limit:
+                    return EpisodeRecord(index, seed, True, success_at - t0)
+            elif success_at is not None:
                 with self._lock:
                     recording = self._frames is not None
                 if recording:  # let the video show a moment after success

@@ -29,6 +29,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile
 from rclpy.serialization import deserialize_message
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -42,6 +43,7 @@ from twinloop_ros import qos
 from twinloop_ros.conversions import (
     image_to_numpy,
     joint_state_to_numpy,
+    seconds_to_stamp,
     stamp_to_seconds,
     trajectory_to_chunk,
 )
@@ -75,7 +77,7 @@ class Recorder(Node):
             formats,
             resume=bool(p("resume", False).value),
             repo_id=p("repo_id", "twinloop/recording").value,
-            log=lambda text: self.get_logger().info(text),
+            log=self._log,
         )
         self.timeline = Timeline(self.fps)
         self.timeline.add_stream("joints", joint_skew)
@@ -89,6 +91,8 @@ class Recorder(Node):
         self._lock = threading.Lock()
         self._closed = threading.Condition(self._lock)
         self.stop_timeout = float(p("stop_timeout", 30.0).value)  # wall s that stop_episode waits
+        self.status_period = float(p("status_period", 5.0).value)  # wall s between live quality lines; 0 off
+        self._last_status = time.monotonic()
         self._joint_names: list[str] = []
         self._source = "hold"
         self._instruction = self.default_task
@@ -103,6 +107,9 @@ class Recorder(Node):
         self._last_closed: int | None = None
         self._due_since: float | None = None
 
+        self._progress = -np.inf
+        self._newest_raw: dict[str, tuple[str, str, bytes, int]] = {}  # topic -> (topic, type, cdr, ns)
+        self.pub_progress = self.create_publisher(Clock, "recorder/progress", qos.CLOCK)
         # inputs in their own group: they keep arriving while the timer writes a block of frames
         self._inputs = MutuallyExclusiveCallbackGroup()
         self._subscribe("joint_states", JointState, qos.JOINT_STATES, self._on_joints)
@@ -129,6 +136,13 @@ class Recorder(Node):
             f"cameras={self.cameras} tactile={self.tactile}"
         )
 
+    def _log(self, text: str) -> None:
+        """Commit-worker lines; the last ones arrive while the node shuts down, after rclpy's logging."""
+        if self.context.ok():
+            self.get_logger().info(text)
+        else:
+            print(f"[INFO] [recorder]: {text}", flush=True)
+
     # -- subscriptions -----------------------------------------------------------------------------
     def _subscribe(self, topic: str, msg_type, profile, handler) -> None:
         msgtype = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
@@ -151,14 +165,23 @@ class Recorder(Node):
                     handler(msg, t_ns * 1e-9)
                 except ValueError as exc:
                     self.get_logger().error(f"{resolved}: message skipped: {exc}")
+            stamp = getattr(getattr(msg, "header", None), "stamp", None)
+            entry = (resolved, msgtype, bytes(raw), t_ns if stamp is None else _ns(stamp))
             with self._lock:
+                self._report_progress()
+                self._newest_raw[resolved] = entry
                 if self.session.recording:
-                    stamp = getattr(getattr(msg, "header", None), "stamp", None)
-                    self.session.write_raw(
-                        resolved, msgtype, bytes(raw), t_ns if stamp is None else _ns(stamp)
-                    )
+                    self.session.write_raw(*entry)
 
         self.create_subscription(msg_type, topic, callback, profile, raw=True, callback_group=self._inputs)
+
+    def _report_progress(self) -> None:
+        """Publish how far every stream has delivered (under the lock): a lockstep twin that lists
+        `recorder/progress` in `lockstep_followers` waits for it instead of outrunning the recorder."""
+        until = self.timeline.received_until()
+        if until is not None and until > self._progress and self.context.ok():
+            self._progress = until
+            self.pub_progress.publish(Clock(clock=seconds_to_stamp(until)))
 
     def _on_joints(self, msg: JointState, _now: float) -> None:
         names, position, velocity, effort = joint_state_to_numpy(msg)
@@ -222,6 +245,10 @@ class Recorder(Node):
                 started_at=datetime.now().isoformat(timespec="microseconds"),
             )
             self.session.begin(meta)
+            # the bag starts with the newest message of every topic, so that it holds what the first
+            # frames were sampled from (and latched state such as camera_info and the mux's source)
+            for entry in sorted(self._newest_raw.values(), key=lambda e: e[3]):
+                self.session.write_raw(*entry)
             self.timeline.reset_quality()
             self._next_tick = self._now()
             self._stop_at = self._due_since = None
@@ -285,6 +312,9 @@ class Recorder(Node):
                 self._take_tick(t)
                 self._due_since = None
                 self._next_tick = t + 1.0 / self.fps
+            if self.session.recording and wall - self._last_status >= self.status_period > 0:
+                self._last_status = wall
+                self._log_status()
 
     def _take_tick(self, t: float) -> None:
         values, missing = self.timeline.sample(t)
@@ -331,10 +361,27 @@ class Recorder(Node):
         except ValueError as exc:
             self.get_logger().error(f"episode not saved: {exc}")
             return
+        self._last_closed = index
         self.get_logger().info(
             f"episode {index} saved: {self._ticks_written} frames ({duration:.2f} s), "
             f"{self._ticks_missing} incomplete ticks, success={self._success_seen}, "
             f"interventions={self._interventions}"
+        )
+
+    def _log_status(self) -> None:
+        """The live view of an episode: frames so far, achieved rate and drops per stream."""
+        quality = self.timeline.quality(self._ticks_written / self.fps)
+        parts = []
+        for name, q in quality.items():
+            if name == "command" or q["rate_hz"] is None:
+                continue
+            short = name.rsplit(".", 1)[-1]
+            parts.append(
+                f"{short} {q['rate_hz']:.1f} Hz" + (f" ({q['dropped']} dropped)" if q["dropped"] else "")
+            )
+        self.get_logger().info(
+            f"recording: {self._ticks_written} frames ({self._ticks_written / self.fps:.1f} s), "
+            f"{self._ticks_missing} incomplete; " + ", ".join(parts)
         )
 
     def _warn_about(self, quality: dict) -> None:

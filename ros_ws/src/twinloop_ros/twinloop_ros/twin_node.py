@@ -11,7 +11,10 @@ Two clocks:
 - realtime: sim time is pinned to wall time; stamps and /clock are wall time (like a real robot);
 - lockstep: the twin publishes `/clock` and, at every camera frame, waits until a command stamped at or
   after that frame has arrived (or `lockstep_timeout` wall seconds pass). Evaluation is then
-  deterministic and independent of machine speed.
+  deterministic and independent of machine speed. Followers (`lockstep_followers`: topics of
+  rosgraph_msgs/Clock on which a consumer such as the recorder publishes how far it has read) hold the
+  twin back too: it waits at a frame until each follower that has reported is within `follower_max_lag`
+  sim seconds of it, so a loaded consumer slows the simulation instead of losing messages.
 
 Injected latency (`injected_latency`, seconds of sim time, default 0): a chunk stamped t that arrives is
 held back and handed to the executor only once sim time reaches t + injected_latency. Meanwhile the twin
@@ -60,6 +63,7 @@ from twinloop_ros.conversions import (
     numpy_to_image,
     numpy_to_joint_state,
     seconds_to_stamp,
+    stamp_to_seconds,
     trajectory_to_chunk,
 )
 from twinloop_ros.node_main import run_with_loop
@@ -87,6 +91,8 @@ class TwinNode(Node):
         self.max_speed = float(p("max_speed", 0.0).value)
         if self.max_speed < 0:
             raise ValueError(f"parameter max_speed must be >= 0 (0: unlimited), got {self.max_speed:g}")
+        followers = [t for t in p("lockstep_followers", [""]).value or [] if t]
+        self.follower_max_lag = float(p("follower_max_lag", 0.3).value)
         self.success_rate = float(p("success_rate", 10.0).value)
         self.tactile_rate = float(p("tactile_rate", 50.0).value)
         # The scripted expert (privileged sim state) acts as a teleoperator: it publishes a chunk on
@@ -149,6 +155,9 @@ class TwinNode(Node):
             JointTrajectory, "arm_controller/joint_trajectory", self._on_command, qos.COMMANDS
         )
         self.create_service(Trigger, "sim/reset", self._on_reset)
+        self._follower_progress: dict[str, float] = {}  # topic -> sim time it has read up to
+        for topic in followers:
+            self.create_subscription(Clock, topic, self._follower_handler(topic), qos.CLOCK)
         self._camera_info_K = {cam.name: self.twin.intrinsics(cam.name) for cam in cameras}
         self.preview = self._open_preview(p("preview_path", "").value)
         described = ", ".join(
@@ -413,6 +422,8 @@ class TwinNode(Node):
                         next_success = now + success_period
                     if camera_due and self.mode == "lockstep":
                         waited_out += not self._wait_for_command(now, waited_out)
+                        if self._follower_progress:
+                            self._wait_for_followers(now)
                     if self._delayed:
                         self._release_delayed(now)
                     self.twin.step(self.executor_.step(now))
@@ -431,6 +442,34 @@ class TwinNode(Node):
                 self._loop_running = False
                 self._reset_done.notify_all()
         return 0
+
+    def _follower_handler(self, topic: str):
+        def handle(msg: Clock) -> None:
+            with self._lock:
+                self._follower_progress[topic] = stamp_to_seconds(msg.clock)
+                self._command_arrived.notify_all()
+
+        return handle
+
+    def _wait_for_followers(self, now: float) -> None:
+        """Lockstep (under the lock): wait until every follower that has reported is within
+        `follower_max_lag` of `now`, a reset request, or `lockstep_timeout` (then step on, warned)."""
+        import rclpy
+
+        def behind() -> list[str]:
+            lag = now - self.follower_max_lag - _STAMP_TOLERANCE
+            return [t for t, progress in self._follower_progress.items() if progress < lag]
+
+        deadline = time.monotonic() + self.lockstep_timeout
+        while behind() and self._reset_request is None and time.monotonic() < deadline and rclpy.ok():
+            self._command_arrived.wait(timeout=0.05)
+        late = behind()
+        if late and self._reset_request is None:
+            self.get_logger().warning(
+                f"lockstep: follower(s) {late} more than {self.follower_max_lag:g} s behind t={now:.3f} "
+                f"after {self.lockstep_timeout} s; stepping on",
+                throttle_duration_sec=5.0,
+            )
 
     def _wait_for_command(self, now: float, waited_out: int) -> bool:
         """Lockstep barrier (under the lock): wait for a command stamped at or after the frame at `now`, a
