@@ -9,7 +9,7 @@ from glob import glob
 from setuptools import setup
 
 package_name = "twinloop_ros"
-executables = ["twin_node", "policy_server", "command_mux", "evaluator", "recorder"]
+executables = ["twin_node", "policy_server", "command_mux", "evaluator", "recorder", "teleop_node"]
 
 setup(
     name=package_name,
