@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from twinloop import __version__, dataset_command, record_command, sim_command
+from twinloop import __version__, convert_command, dataset_command, record_command, sim_command
 from twinloop.graph_spec import SpecError, apply_overrides, config_dir, load_spec, parse_override
 
 
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_command.add_parser(sub)
     record_command.add_parser(sub)
     dataset_command.add_parser(sub)
+    convert_command.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run the benchmarks (JSON + table under benchmarks/out)")
     bench.add_argument("--only", action="append", help="run only benchmarks whose name starts with this")
