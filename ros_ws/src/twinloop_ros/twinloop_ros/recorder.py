@@ -101,6 +101,7 @@ class Recorder(Node):
         self._was_intervening = False
         self._interventions = 0
         self._next_tick: float | None = None
+        self._first_tick = 0.0
         self._stop_at: float | None = None
         self._ticks_written = 0
         self._ticks_missing = 0
@@ -250,7 +251,7 @@ class Recorder(Node):
             for entry in sorted(self._newest_raw.values(), key=lambda e: e[3]):
                 self.session.write_raw(*entry)
             self.timeline.reset_quality()
-            self._next_tick = self._now()
+            self._next_tick = self._first_tick = self._now()
             self._stop_at = self._due_since = None
             self._success_seen = None
             self._interventions, self._was_intervening = 0, False
@@ -348,7 +349,14 @@ class Recorder(Node):
     def _close_episode(self) -> None:
         duration = self._ticks_written / self.fps
         quality = self.timeline.quality(duration)
-        quality["ticks"] = {"written": self._ticks_written, "incomplete": self._ticks_missing}
+        end = self._stop_at if self._stop_at is not None else self._next_tick or self._first_tick
+        quality["ticks"] = {
+            # ticks from start_episode to stop_episode: written + incomplete, unless a stream stalled
+            "expected": int(np.floor((end - self._first_tick) * self.fps + 1e-6)) + 1,
+            "written": self._ticks_written,
+            "incomplete": self._ticks_missing,
+            "first_tick_ns": round(self._first_tick * 1e9),  # the tick grid, for converters of the bag
+        }
         self._warn_about(quality)
         self._stop_at = self._next_tick = None
         try:
