@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from twinloop.benchmarks import image_transport, memcpy, recording_throughput, twin_node_speed, twin_speed
+from twinloop.benchmarks import (
+    image_transport,
+    lerobot_encode,
+    memcpy,
+    recording_throughput,
+    twin_node_speed,
+    twin_speed,
+)
 from twinloop.benchmarks.common import ENTRY_KEYS, entry, progress
 
 
@@ -51,6 +58,11 @@ def _cases() -> list[Case]:
             tuple(name for name, _ in recording_throughput.names()),
             tuple(unit for _, unit in recording_throughput.names()),
             recording_throughput.bench_recording,
+        ),
+        Case(
+            tuple(name for name, _ in lerobot_encode.names()),
+            tuple(unit for _, unit in lerobot_encode.names()),
+            lerobot_encode.bench_lerobot_encode,
         ),
     ]
     # best effort first (the cameras' QoS), each with the profile before the defaults; last, the profile

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import ctypes
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -35,8 +36,21 @@ COMMITTED_FORMATS = ("lerobot", "zarr")  # MCAP bags are written by the recorder
 class Committer:
     """The formats of one output folder, opened (and repaired) in this process."""
 
-    def __init__(self, out: Path, fps: float, formats: Sequence[str], repo_id: str) -> None:
+    def __init__(
+        self,
+        out: Path,
+        fps: float,
+        formats: Sequence[str],
+        repo_id: str,
+        video_preset: int | None = None,
+        parallel_encoding: bool = True,
+    ) -> None:
+        """`video_preset`: the SVT-AV1 preset of LeRobot's videos (None: lerobot's default; higher is
+        faster and larger). `parallel_encoding`: one encoder process per camera (safe here, in a process
+        of our own: lerobot forks them)."""
         self.out = Path(out)
+        self.video_preset = video_preset
+        self.parallel_encoding = parallel_encoding
         self.fps = fps
         self.formats = [f for f in COMMITTED_FORMATS if f in formats]
         self.repo_id = repo_id
@@ -57,8 +71,19 @@ class Committer:
     def _open_lerobot(self, first: StagedEpisode | None, resume: bool):
         from twinloop.datasets.lerobot_v3 import LeRobotWriter
 
+        encoder = None
+        if self.video_preset is not None:
+            from lerobot.configs import RGBEncoderConfig
+
+            encoder = RGBEncoderConfig(preset=self.video_preset)
         writer = LeRobotWriter(
-            self.out / "lerobot", self.repo_id, self.fps, features_from=first, resume=resume
+            self.out / "lerobot",
+            self.repo_id,
+            self.fps,
+            features_from=first,
+            resume=resume,
+            rgb_encoder=encoder,
+            parallel_encoding=self.parallel_encoding,
         )
         self._report(writer.recover())
         return writer
@@ -132,13 +157,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, required=True)
     parser.add_argument("--formats", default="lerobot,zarr")
     parser.add_argument("--repo-id", default="twinloop/recording")
+    parser.add_argument("--video-preset", type=int, help="SVT-AV1 preset of LeRobot videos")
+    parser.add_argument("--serial-encoding", action="store_true", help="encode cameras one after another")
     args = parser.parse_args(argv)
     _die_with_parent()
+    use_forkserver()
     global _protocol
     _protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything printed goes to stderr, the recorder's log
     try:
-        committer = Committer(args.out, args.fps, args.formats.split(","), args.repo_id)
+        committer = Committer(
+            args.out,
+            args.fps,
+            args.formats.split(","),
+            args.repo_id,
+            video_preset=args.video_preset,
+            parallel_encoding=not args.serial_encoding,
+        )
         committer.commit_staged(args.out / ".staging")
     except Exception as exc:  # reported to the recorder, which refuses to start
         _answer(None, error=_one_line(exc))
@@ -157,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             _answer(committer, error=f"{folder.name}: {_one_line(exc)} (kept in {folder})")
     committer.close()
     return 0
+
+
+def use_forkserver() -> None:
+    """Encoder processes (lerobot's parallel encoding uses the default start method) from a clean server
+    process: forking this one, whose torch and zarr threads may hold locks, can deadlock the child."""
+    multiprocessing.set_start_method("forkserver", force=True)
+    multiprocessing.set_forkserver_preload(["lerobot.datasets.dataset_writer"])
 
 
 def _die_with_parent() -> None:
@@ -185,6 +227,7 @@ class CommitWorker:
         repo_id: str,
         log: Callable[[str], None],
         niceness: int = 10,
+        video_preset: int | None = None,
     ) -> None:
         self.log = log
         self.errors: list[str] = []
@@ -192,6 +235,8 @@ class CommitWorker:
             sys.executable, "-m", "twinloop.datasets.commit_worker", str(out),
             "--fps", repr(float(fps)), "--formats", ",".join(formats), "--repo-id", repo_id,
         ]  # fmt: skip
+        if video_preset is not None:
+            cmd += ["--video-preset", str(video_preset)]
         env = dict(os.environ, PYTHONSAFEPATH="1")  # the repo-root `datasets/` must not shadow HF's
         self._proc = subprocess.Popen(
             cmd,

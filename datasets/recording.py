@@ -35,6 +35,7 @@ class RecordingSession:
         resume: bool = False,
         repo_id: str = "twinloop/recording",
         log: Callable[[str], None] = print,
+        video_preset: int | None = None,
     ) -> None:
         unknown = sorted(set(formats) - set(FORMATS))
         if unknown or not formats:
@@ -65,7 +66,7 @@ class RecordingSession:
         self._committer = None
         committed = [f for f in self.formats if f in COMMITTED_FORMATS]
         if committed:  # repairs the formats and commits complete staged episodes before answering
-            self._committer = CommitWorker(self.out, fps, committed, repo_id, log)
+            self._committer = CommitWorker(self.out, fps, committed, repo_id, log, video_preset=video_preset)
         self._episode: EpisodeBuffer | None = None
         self._bag = None
 

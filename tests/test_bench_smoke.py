@@ -145,3 +145,15 @@ def test_a_failing_benchmark_is_reported_and_sets_the_exit_status(tmp_path, monk
     (row,) = json.loads((tmp_path / "bench.json").read_text())
     assert row["name"] == "broken.x_ms" and row["value"] is None and "not discovered" in row["error"]
     assert "ERROR: subscriber not discovered" in (tmp_path / "bench.md").read_text()
+
+
+def test_lerobot_encode_benchmark_runs_on_a_short_episode(monkeypatch):
+    """The real pipeline (twin renders -> staged episode -> LeRobot commits), shrunk to a few frames."""
+    from twinloop.benchmarks import lerobot_encode
+
+    monkeypatch.setattr(lerobot_encode, "SECONDS", 0.2)
+    monkeypatch.setattr(lerobot_encode, "WIDTH", 64)
+    monkeypatch.setattr(lerobot_encode, "HEIGHT", 48)
+    rows = lerobot_encode.bench_lerobot_encode()
+    assert [r["name"] for r in rows] == [name for name, _ in lerobot_encode.names()]
+    assert all(r["value"] > 0 for r in rows)

@@ -78,6 +78,8 @@ class Recorder(Node):
             resume=bool(p("resume", False).value),
             repo_id=p("repo_id", "twinloop/recording").value,
             log=self._log,
+            # SVT-AV1 preset of the LeRobot videos (-1: lerobot's default; higher encodes faster)
+            video_preset=None if (preset := int(p("video_preset", -1).value)) < 0 else preset,
         )
         self.timeline = Timeline(self.fps)
         self.timeline.add_stream("joints", joint_skew)
