@@ -152,7 +152,16 @@ class StagedEpisode:
         return [k for k in self.keys if k.startswith("observation.images.")]
 
     def delete(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Renamed out of sight first (atomic), so a concurrent `staged_episodes` never sees it half gone."""
+        trash = self.folder.with_name(f"{DELETED_PREFIX}{self.folder.name}")
+        try:
+            os.replace(self.folder, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+DELETED_PREFIX = ".deleted_"  # staging folders being removed (leftovers of a crash are removed on start)
 
 
 def staged_episodes(staging: Path) -> tuple[list[StagedEpisode], list[Path]]:
@@ -160,7 +169,12 @@ def staged_episodes(staging: Path) -> tuple[list[StagedEpisode], list[Path]]:
     complete, partial = [], []
     for folder in sorted(Path(staging).glob("episode_*")) if Path(staging).is_dir() else []:
         if (folder / COMPLETE_MARKER).is_file():
-            complete.append(StagedEpisode(folder))
+            try:
+                complete.append(StagedEpisode(folder))
+            except (ValueError, FileNotFoundError):
+                if folder.exists():
+                    raise
+                continue  # committed and deleted by the commit worker meanwhile
         else:
             partial.append(folder)
     complete.sort(key=lambda e: e.meta.index)

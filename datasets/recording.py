@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from twinloop.datasets.commit_worker import COMMITTED_FORMATS, CommitWorker
-from twinloop.datasets.episode import EpisodeBuffer, EpisodeMeta, staged_episodes
+from twinloop.datasets.episode import DELETED_PREFIX, EpisodeBuffer, EpisodeMeta, staged_episodes
 
 FORMATS = ("lerobot", "zarr", "mcap")
 
@@ -62,6 +62,8 @@ class RecordingSession:
         _, partial = staged_episodes(self.staging)
         for folder in partial:
             self.log(f"recovered: discarded {folder.name}, unfinished (the recorder stopped mid-episode)")
+            shutil.rmtree(folder, ignore_errors=True)
+        for folder in self.staging.glob(f"{DELETED_PREFIX}*"):  # committed; its deletion was cut short
             shutil.rmtree(folder, ignore_errors=True)
         self._committer = None
         committed = [f for f in self.formats if f in COMMITTED_FORMATS]
