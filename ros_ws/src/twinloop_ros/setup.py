@@ -9,7 +9,15 @@ from glob import glob
 from setuptools import setup
 
 package_name = "twinloop_ros"
-executables = ["twin_node", "policy_server", "command_mux", "evaluator", "recorder", "teleop_node"]
+executables = [
+    "twin_node",
+    "policy_server",
+    "command_mux",
+    "evaluator",
+    "recorder",
+    "teleop_node",
+    "leader_arm_node",
+]
 
 setup(
     name=package_name,
