@@ -73,7 +73,11 @@ def _info(args, path: Path, buffer) -> int:
     if lerobot.is_file():
         import json
 
-        counts += f", lerobot {json.loads(lerobot.read_text()).get('total_episodes')}"
+        try:
+            total = json.loads(lerobot.read_text()).get("total_episodes")
+        except (ValueError, AttributeError) as exc:
+            raise ValueError(f"{lerobot}: corrupt or truncated LeRobot metadata ({exc})") from None
+        counts += f", lerobot {total}"
     print(f"  episodes per format: {counts}")
     for i in range(buffer.n_episodes):
         meta = buffer.meta(i)
