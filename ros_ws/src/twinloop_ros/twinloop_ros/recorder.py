@@ -232,7 +232,27 @@ class Recorder(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _wait_for_streams(self) -> list[str]:
+        """Before the first episode: wait (lock released, inputs keep arriving) until every required
+        stream has delivered once, up to `stop_timeout`. Seen under load: the graph's clock ran while the
+        recorder's data subscriptions were still being discovered, and episode 0 lost 48 ticks."""
+        deadline = time.monotonic() + self.stop_timeout
+        while True:
+            with self._lock:
+                silent = [
+                    n for n in sorted(self.timeline.required) if self.timeline.streams[n].newest_stamp is None
+                ]
+            if not silent or time.monotonic() > deadline:
+                return silent
+            time.sleep(0.05)
+
     def _on_start(self, _request, response: Trigger.Response) -> Trigger.Response:
+        silent = self._wait_for_streams()
+        if silent:
+            response.success = False
+            response.message = f"no data after {self.stop_timeout:g} s from: {', '.join(silent)}"
+            self.get_logger().error(f"episode not started: {response.message}")
+            return response
         with self._lock:
             if self.session.recording:
                 response.success, response.message = False, "an episode is already being recorded"
